@@ -1,0 +1,48 @@
+"""The model registry: ``create_model(name, **overrides)`` with timm-style names."""
+
+from .vit import TokenPool, VisionTransformer
+
+_REGISTRY = {}
+
+
+def register(name, cls, **config):
+    """Register ``name`` as ``cls(**config)``; overrides given to create_model win."""
+    _REGISTRY[name] = (cls, config)
+
+
+def list_models():
+    return sorted(_REGISTRY)
+
+
+def model_config(name):
+    """The registered configuration of ``name`` (a copy)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    return dict(_REGISTRY[name][1])
+
+
+def create_model(name, **overrides):
+    """Build a registered model, e.g. ``create_model("vit_tiny_patch16_224", num_classes=10)``."""
+    config = model_config(name)
+    config.update(overrides)
+    cls = _REGISTRY[name][0]
+    try:
+        model = cls(**config)
+    except TypeError as e:
+        raise ValueError(f"bad configuration for {name!r}: {e}") from e
+    model.model_name = name
+    model.config = config
+    return model
+
+
+# ViT-{Ti, S, B, L}/16 at 224 px (Dosovitskiy et al.; Touvron et al. for Ti and S).
+for _name, _d, _depth, _heads in [("tiny", 192, 12, 3), ("small", 384, 12, 6),
+                                  ("base", 768, 12, 12), ("large", 1024, 24, 16)]:
+    register(f"vit_{_name}_patch16_224", VisionTransformer, img_size=224, patch_size=16,
+             embed_dim=_d, depth=_depth, num_heads=_heads)
+
+# The embedded scikit-learn digits: 8x8, one channel, 10 classes; 2x2 patches -> 16 tokens.
+register("vit_digits", VisionTransformer, img_size=8, patch_size=2, in_chans=1, num_classes=10,
+         embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0, pool="mean", class_token=False)
+
+__all__ = ["TokenPool", "VisionTransformer", "create_model", "list_models", "model_config", "register"]

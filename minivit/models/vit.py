@@ -1,0 +1,113 @@
+"""The Vision Transformer (Dosovitskiy et al., 2021, "An Image is Worth 16x16 Words")."""
+
+from .. import backend
+from ..nn import Block, ClassToken, Dropout, LayerNorm, Linear, Module, ModuleList, PatchEmbed, PositionEmbedding
+
+
+class TokenPool(Module):
+    """Reduce the sequence to one vector per image.
+
+    pool="cls": y = z[:, 0] (the class token; ViT's y = LN(z_L^0)).
+    pool="mean": y = mean of the patch tokens z[:, k:] (k extra tokens skipped).
+    Shapes: (B, N, D) -> (B, D). Backward: the gradient goes to token 0, or is spread evenly
+    (divided by the number of patch tokens) over the patch tokens; other tokens get zero.
+    """
+
+    def __init__(self, pool="cls", num_prefix_tokens=1):
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        if pool == "cls" and num_prefix_tokens < 1:
+            raise ValueError("pool='cls' needs a class token")
+        self.pool, self.k = pool, num_prefix_tokens
+
+    def forward(self, z):
+        self.save_for_backward(z.shape)
+        return z[:, 0] if self.pool == "cls" else z[:, self.k:].mean(axis=1)
+
+    def backward(self, dout):
+        (shape,) = self.saved()
+        xp = backend.xp_of(dout)
+        dz = xp.zeros(shape, dtype=dout.dtype)
+        if self.pool == "cls":
+            dz[:, 0] = dout
+        else:
+            dz[:, self.k:] = dout[:, None, :] / (shape[1] - self.k)
+        return dz
+
+
+class VisionTransformer(Module):
+    """ViT: z_0 = [x_class; x_p E] + E_pos;  z_l = Block(z_{l-1}), l = 1..L;  y = LN(pool(z_L));
+    logits = y W_head + b_head.
+
+    Shapes: x (B, C, H, W) -> x_p E (B, N', D) -> z (B, N' + 1, D) -> y (B, D) -> (B, classes).
+    Backward: each stage's backward in reverse order; returns dL/dx (B, C, H, W).
+
+    Init as the reference (timm) ViT: Linear weights truncated normal(0.02) with zero biases,
+    E_pos truncated normal(0.02), LayerNorm gamma = 1 and beta = 0, the patch projection
+    uniform(+-1/sqrt(C P^2)) (the convolution default), the class token 0 (original ViT).
+    Mean pooling takes LN after pooling (timm's fc_norm); for class-token pooling LN(z_L^0) is
+    the same whichever comes first, because LN acts per token.
+    """
+
+    num_prefix_tokens = 1  # class token; DeiT's distilled models have 2
+
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000, embed_dim=768,
+                 depth=12, num_heads=12, mlp_ratio=4.0, qkv_bias=True, pool="cls", class_token=True,
+                 drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, approximate="none",
+                 dtype=None, seed=0):
+        dtype = backend.resolve_dtype(dtype)
+        gen = backend.rng(seed)
+        self.rng = gen  # shared by dropout and drop-path: one state to save and restore
+        self.dtype, self.num_classes, self.embed_dim = dtype, num_classes, embed_dim
+        self.img_size, self.in_chans = img_size, in_chans
+        k = self.num_prefix_tokens if class_token else 0
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, rng=gen, dtype=dtype)
+        if k:
+            self.cls_token = ClassToken(embed_dim, k, rng=gen, dtype=dtype)
+        self.pos_embed = PositionEmbedding(k + self.patch_embed.num_patches, embed_dim, rng=gen, dtype=dtype)
+        self.pos_drop = Dropout(drop_rate, rng=gen)
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear in depth
+        self.blocks = ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i],
+                  approximate=approximate, rng=gen, dtype=dtype)
+            for i in range(depth)
+        )
+        self.pool = TokenPool(pool, k)
+        self.norm = LayerNorm(embed_dim, dtype=dtype)
+        self.head_drop = Dropout(drop_rate, rng=gen)
+        self.head = Linear(embed_dim, num_classes, rng=gen, dtype=dtype)
+
+    # -- the token sequence ------------------------------------------------------------------
+    def forward_features(self, x):
+        """Image -> encoded tokens z_L, (B, C, H, W) -> (B, N, D)."""
+        x = backend.xp_of(x).asarray(x, dtype=self.dtype)
+        z = self.patch_embed.forward(x)  # (B, N', D)
+        if "cls_token" in self._modules:
+            z = self.cls_token.forward(z)  # (B, k + N', D)
+        z = self.pos_drop.forward(self.pos_embed.forward(z))
+        for blk in self.blocks:
+            z = blk.forward(z)
+        return z
+
+    def backward_features(self, dz):
+        for blk in reversed(self.blocks):
+            dz = blk.backward(dz)
+        dz = self.pos_embed.backward(self.pos_drop.backward(dz))
+        if "cls_token" in self._modules:
+            dz = self.cls_token.backward(dz)
+        return self.patch_embed.backward(dz)
+
+    # -- the classifier ----------------------------------------------------------------------
+    def forward_head(self, z):
+        y = self.norm.forward(self.pool.forward(z))  # (B, D)
+        return self.head.forward(self.head_drop.forward(y))  # (B, classes)
+
+    def backward_head(self, dlogits):
+        dy = self.head_drop.backward(self.head.backward(dlogits))
+        return self.pool.backward(self.norm.backward(dy))
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+    def backward(self, dlogits):
+        return self.backward_features(self.backward_head(dlogits))

@@ -1,0 +1,115 @@
+"""Scaled dot-product attention and multi-head self-attention (Vaswani et al., 2017)."""
+
+from .. import backend
+from .activation import softmax, softmax_backward
+from .linear import Linear
+from .module import Module
+from .regularize import Dropout
+
+
+def sum_to_shape(g, shape):
+    """Sum a broadcast gradient ``g`` back down to ``shape`` (the inverse of broadcasting)."""
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1)
+    return g.sum(axis=axes, keepdims=True).reshape(shape) if axes else g
+
+
+class ScaledDotProductAttention(Module):
+    """A = softmax(q k^T / sqrt(d) + bias), masked where mask is False;  out = A v.
+
+    Shapes: q (B, h, N, d), k and v (B, h, M, d) -> out (B, h, N, d); A (B, h, N, M).
+    bias (optional, float) broadcasts to (B, h, N, M): Swin's relative position bias.
+    mask (optional, bool, True = attend) broadcasts to (B, h, N, M): Swin's shifted windows.
+    q, k, v come from the caller, so a layer that projects them its own way (CvT's
+    convolutions) reuses this. The probabilities of the last forward stay in ``self.attn``.
+
+    Backward: dv = A^T g and dA = g v^T (g = dL/dout); through the softmax
+    dS = A * (dA - rowsum(dA * A)); then dq = dS k / sqrt(d), dk = dS^T q / sqrt(d),
+    dbias = dS summed over the axes the bias was broadcast along.
+    """
+
+    def __init__(self, attn_drop=0.0, rng=None):
+        self.attn_drop = Dropout(attn_drop, rng=rng)
+        self.attn = None
+
+    def forward(self, q, k, v, bias=None, mask=None):
+        xp = backend.xp_of(q)
+        scale = q.shape[-1] ** -0.5
+        s = (q * scale) @ k.swapaxes(-1, -2)  # (B, h, N, M)
+        if bias is not None:
+            s += bias
+        if mask is not None:
+            s = xp.where(mask, s, -xp.inf)
+        a = softmax(s)
+        self.attn = a
+        a_drop = self.attn_drop.forward(a)
+        self.save_for_backward(q, k, v, a, a_drop, scale, None if bias is None else bias.shape)
+        return a_drop @ v  # (B, h, N, d)
+
+    def backward(self, dout):
+        q, k, v, a, a_drop, scale, bias_shape = self.saved()
+        dv = a_drop.swapaxes(-1, -2) @ dout  # (B, h, M, d)
+        da = self.attn_drop.backward(dout @ v.swapaxes(-1, -2))  # (B, h, N, M)
+        ds = softmax_backward(a, da)
+        dq = ds @ k
+        dq *= scale
+        dk = ds.swapaxes(-1, -2) @ q
+        dk *= scale
+        if bias_shape is None:
+            return dq, dk, dv
+        return dq, dk, dv, sum_to_shape(ds, bias_shape)
+
+
+class MultiHeadSelfAttention(Module):
+    """MSA(z) = [SA_1(z); ...; SA_h(z)] U_msa, with [q, k, v] = z U_qkv split into h heads.
+
+    Shapes: z (B, N, D) -> (B, N, D); U_qkv = qkv.weight (D, 3D) fused over q, k, v and the
+    heads (head j of q is columns j*d..(j+1)*d of the first D), U_msa = proj.weight (D, D),
+    d = D / h; scale d^-1/2. ``bias`` and ``mask`` are passed to the attention (see
+    ScaledDotProductAttention). Any number of extra tokens (class, distillation) just adds to N.
+
+    Backward: the projection's backward, heads merged back to (B, h, N, d), the attention's
+    backward for dq, dk, dv, which stack into d[q, k, v] for the qkv projection's backward.
+    Returns dL/dz, or (dL/dz, dL/dbias) when a bias was given.
+    """
+
+    def __init__(self, dim, num_heads=8, qkv_bias=True, attn_drop=0.0, proj_drop=0.0, rng=None,
+                 dtype=None):
+        if dim % num_heads:
+            raise ValueError(f"embed dim {dim} is not divisible by num_heads {num_heads}")
+        gen = backend.rng(rng)
+        self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
+        self.qkv = Linear(dim, 3 * dim, bias=qkv_bias, rng=gen, dtype=dtype)
+        self.attn = ScaledDotProductAttention(attn_drop, rng=gen)
+        self.proj = Linear(dim, dim, rng=gen, dtype=dtype)
+        self.proj_drop = Dropout(proj_drop, rng=gen)
+
+    @property
+    def attn_probs(self):
+        """Attention probabilities A of the last forward, (B, h, N, N)."""
+        return self.attn.attn
+
+    def forward(self, z, bias=None, mask=None):
+        if z.ndim != 3 or z.shape[-1] != self.dim:
+            raise ValueError(f"attention expected tokens (B, N, {self.dim}), got {tuple(z.shape)}")
+        B, N, D = z.shape
+        h, d = self.num_heads, self.head_dim
+        qkv = self.qkv.forward(z).reshape(B, N, 3, h, d).transpose(2, 0, 3, 1, 4)  # (3, B, h, N, d)
+        out = self.attn.forward(qkv[0], qkv[1], qkv[2], bias, mask)  # (B, h, N, d)
+        out = out.transpose(0, 2, 1, 3).reshape(B, N, D)  # heads merged: (B, N, D)
+        return self.proj_drop.forward(self.proj.forward(out))
+
+    def backward(self, dout):
+        B, N, D = dout.shape
+        h, d = self.num_heads, self.head_dim
+        g = self.proj.backward(self.proj_drop.backward(dout))
+        grads = self.attn.backward(g.reshape(B, N, h, d).transpose(0, 2, 1, 3))  # (B, h, N, d) each
+        xp = backend.xp_of(dout)
+        dqkv = xp.empty((B, N, 3, h, d), dtype=dout.dtype)
+        for i in range(3):
+            dqkv[:, :, i] = grads[i].transpose(0, 2, 1, 3)
+        dz = self.qkv.backward(dqkv.reshape(B, N, 3 * D))
+        return dz if len(grads) == 3 else (dz, grads[3])
+
+    def extra_repr(self):
+        return f"dim={self.dim}, num_heads={self.num_heads}"

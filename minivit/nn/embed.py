@@ -1,0 +1,155 @@
+"""From an image to a sequence of tokens: patches, their embedding, extra tokens, positions."""
+
+import math
+
+from .. import backend
+from .linear import Linear
+from .module import Module, Parameter
+
+
+class Patchify(Module):
+    """Cut an image into non-overlapping P x P patches and flatten each: x -> x_p.
+
+    Shapes: x (B, C, H, W) -> x_p (B, N', C*P*P), N' = (H/P)(W/P), patches in row-major order
+    over the (H/P, W/P) grid, each flattened in (c, i, j) order (so that x_p E is exactly a
+    stride-P convolution whose kernel (D, C, P, P) is E^T reshaped).
+
+    Backward: patchify only moves entries, each exactly once, so dL/dx is dL/dx_p moved back:
+    the inverse reshape and transpose.
+    """
+
+    def __init__(self, patch_size):
+        self.patch_size = patch_size
+
+    def forward(self, x):
+        P = self.patch_size
+        if x.ndim != 4:
+            raise ValueError(f"Patchify expected an image batch (B, C, H, W), got shape {tuple(x.shape)}")
+        B, C, H, W = x.shape
+        if H % P or W % P:
+            raise ValueError(
+                f"image size {H}x{W} is not divisible by the patch size {P}: "
+                f"expected H and W to be multiples of {P}"
+            )
+        self.save_for_backward(x.shape)
+        x = x.reshape(B, C, H // P, P, W // P, P)  # (B, C, H/P, P, W/P, P)
+        x = x.transpose(0, 2, 4, 1, 3, 5)  # (B, H/P, W/P, C, P, P)
+        return x.reshape(B, (H // P) * (W // P), C * P * P)  # (B, N', C*P*P)
+
+    def backward(self, dout):
+        ((B, C, H, W),) = self.saved()
+        P = self.patch_size
+        d = dout.reshape(B, H // P, W // P, C, P, P)
+        d = d.transpose(0, 3, 1, 4, 2, 5)  # (B, C, H/P, P, W/P, P)
+        return d.reshape(B, C, H, W)
+
+    def extra_repr(self):
+        return f"patch_size={self.patch_size}"
+
+
+class PatchEmbed(Module):
+    """Patch embedding: z = x_p E + b, a linear projection of each flattened patch.
+
+    Shapes: x (B, C, H, W) -> (B, N', D); E = proj.weight (C*P*P, D). Equal to a convolution
+    with kernel size and stride P. Init: E and b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+    fan_in = C*P*P (the convolution default, which timm keeps for its patch embedding).
+
+    Backward: Linear's backward gives dL/dx_p and dL/dE; Patchify's backward folds dL/dx_p
+    back into image layout.
+    """
+
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768, rng=None,
+                 dtype=None):
+        if img_size % patch_size:
+            raise ValueError(
+                f"img_size {img_size} is not divisible by patch_size {patch_size}"
+            )
+        gen = backend.rng(rng)
+        self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
+        self.grid_size = img_size // patch_size
+        self.num_patches = self.grid_size**2
+        fan_in = in_chans * patch_size * patch_size
+        bound = 1.0 / math.sqrt(fan_in)
+        self.patchify = Patchify(patch_size)
+        self.proj = Linear(fan_in, embed_dim, rng=gen, dtype=dtype)
+        self.proj.weight.data[...] = backend.uniform(gen, (fan_in, embed_dim), -bound, bound, dtype)
+        self.proj.bias.data[...] = backend.uniform(gen, (embed_dim,), -bound, bound, dtype)
+
+    def forward(self, x):
+        if x.ndim != 4:
+            raise ValueError(f"PatchEmbed expected an image batch (B, C, H, W), got shape {tuple(x.shape)}")
+        _, C, H, W = x.shape
+        if C != self.in_chans:
+            raise ValueError(f"expected {self.in_chans} input channels, got {C} (shape {tuple(x.shape)})")
+        if (H, W) != (self.img_size, self.img_size):
+            raise ValueError(
+                f"expected {self.img_size}x{self.img_size} images, got {H}x{W} (shape {tuple(x.shape)})"
+            )
+        return self.proj.forward(self.patchify.forward(x))  # (B, N', D)
+
+    def backward(self, dout):
+        return self.patchify.backward(self.proj.backward(dout))
+
+
+class ClassToken(Module):
+    """Prepend k learned tokens to the sequence: z -> [x_class; z] (k = 1, ViT) or
+    [x_class; x_dist; z] (k = 2, DeiT).
+
+    Shapes: z (B, N, D) -> (B, k + N, D); weight (1, k, D) holds the tokens.
+    Init: the class token 0 (as the original ViT), further tokens (DeiT's distillation token)
+    truncated normal(0.02).
+
+    Backward: the tokens are shared by every sample, so dL/dweight sums dL/dy[:, :k] over the
+    batch; dL/dz = dL/dy[:, k:].
+    """
+
+    def __init__(self, dim, num_tokens=1, rng=None, dtype=None):
+        gen = backend.rng(rng)
+        self.num_tokens = num_tokens
+        tokens = backend.trunc_normal(gen, (1, num_tokens, dim), 0.02, dtype)
+        tokens[:, 0] = 0.0
+        self.weight = Parameter(tokens)
+
+    def forward(self, z):
+        xp = backend.xp_of(z)
+        B, _, D = z.shape
+        k = self.num_tokens
+        out = xp.empty((B, k + z.shape[1], D), dtype=z.dtype)  # (B, k + N, D)
+        out[:, :k] = self.weight.data
+        out[:, k:] = z
+        self.save_for_backward(k)
+        return out
+
+    def backward(self, dout):
+        (k,) = self.saved()
+        self.weight.grad += dout[:, :k].sum(axis=0, keepdims=True)
+        return dout[:, k:]
+
+    def extra_repr(self):
+        return f"num_tokens={self.num_tokens}"
+
+
+class PositionEmbedding(Module):
+    """Add a learned position embedding: z_0 = z + E_pos.
+
+    Shapes: z (B, N, D) -> same; E_pos = weight (1, N, D). Init: truncated normal(0.02).
+    Backward: dL/dz = dL/dy; dL/dE_pos = sum over the batch of dL/dy.
+    """
+
+    def __init__(self, num_tokens, dim, rng=None, dtype=None):
+        gen = backend.rng(rng)
+        self.weight = Parameter(backend.trunc_normal(gen, (1, num_tokens, dim), 0.02, dtype))
+
+    def forward(self, z):
+        if z.shape[1:] != self.weight.shape[1:]:
+            raise ValueError(
+                f"PositionEmbedding expected tokens (B, {self.weight.shape[1]}, {self.weight.shape[2]}), "
+                f"got {tuple(z.shape)}"
+            )
+        self.save_for_backward(None)
+        return z + self.weight.data
+
+    def backward(self, dout):
+        self.saved()
+        self.weight.grad += dout.sum(axis=0, keepdims=True)
+        return dout
