@@ -79,6 +79,11 @@ def gradcheck(module, *inputs, wrt=None, params=True, eps=1e-5, max_entries=64, 
             raise ValueError(f"gradcheck needs float64 inputs; input[{i}] is {inputs[i].dtype}")
     rng_states = _rng_states(module)
     named = list(module.named_parameters()) if params and isinstance(module, Module) else []
+    for name, p in named:  # a float32 entry cannot hold w +- eps: the differences would be rounding
+        if p.dtype != np.float64:
+            raise ValueError(
+                f"gradcheck needs float64 parameters; {name} is {p.dtype} (build with dtype='float64')"
+            )
 
     def run_forward():
         for g, state in rng_states:
@@ -97,7 +102,7 @@ def gradcheck(module, *inputs, wrt=None, params=True, eps=1e-5, max_entries=64, 
     checks += [(name, p.data, p.grad.copy()) for name, p in named]
 
     def loss():
-        return sum(float((o * u).sum()) for o, u in zip(run_forward(), upstream))
+        return sum(float((o * u).sum()) for o, u in zip(run_forward(), upstream, strict=True))
 
     errors, counts = {}, {}
     for name, array, analytic in checks:

@@ -64,9 +64,9 @@ def erf_f32(x):
         import cupyx.scipy.special as sp  # CuPy's float32 erf is a fast GPU kernel already
 
         return sp.erf(x)
-    out = np.empty_like(x)
+    out = np.empty(x.shape, dtype=np.float32)  # C order, so out.reshape(-1) below is a view
     xf, of = x.reshape(-1), out.reshape(-1)
-    n = min(_BLOCK, xf.size)
+    n = max(1, min(_BLOCK, xf.size))  # at least 1: an empty array makes no blocks
     xx, u, P, Q = (np.empty(n) for _ in range(4))
     for s in range(0, xf.size, n):
         m = min(n, xf.size - s)

@@ -1,5 +1,6 @@
 """The model registry: ``create_model(name, **overrides)`` with timm-style names."""
 
+from .deit import DistilledVisionTransformer
 from .vit import TokenPool, VisionTransformer
 
 _REGISTRY = {}
@@ -45,4 +46,16 @@ for _name, _d, _depth, _heads in [("tiny", 192, 12, 3), ("small", 384, 12, 6),
 register("vit_digits", VisionTransformer, img_size=8, patch_size=2, in_chans=1, num_classes=10,
          embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0, pool="mean", class_token=False)
 
-__all__ = ["TokenPool", "VisionTransformer", "create_model", "list_models", "model_config", "register"]
+# DeiT-{Ti, S, B}/16 (Touvron et al.): the same ViTs, trained differently; the distilled ones add
+# the distillation token, its position and its head (5,910,800 / 22,436,432 / 87,338,192 params).
+for _name, _d, _heads in [("tiny", 192, 3), ("small", 384, 6), ("base", 768, 12)]:
+    _cfg = dict(img_size=224, patch_size=16, embed_dim=_d, depth=12, num_heads=_heads)
+    register(f"deit_{_name}_patch16_224", VisionTransformer, **_cfg)
+    register(f"deit_{_name}_distilled_patch16_224", DistilledVisionTransformer, **_cfg)
+
+# vit_digits' size with [x_class; x_dist]; class-token pooling by construction (each head reads its token).
+register("deit_digits", DistilledVisionTransformer, img_size=8, patch_size=2, in_chans=1, num_classes=10,
+         embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0)
+
+__all__ = ["DistilledVisionTransformer", "TokenPool", "VisionTransformer", "create_model", "list_models",
+           "model_config", "register"]

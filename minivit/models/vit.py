@@ -80,7 +80,7 @@ class VisionTransformer(Module):
     # -- the token sequence ------------------------------------------------------------------
     def forward_features(self, x):
         """Image -> encoded tokens z_L, (B, C, H, W) -> (B, N, D)."""
-        x = backend.xp_of(x).asarray(x, dtype=self.dtype)
+        x = backend.xp_of(self.pos_embed.weight.data).asarray(x, dtype=self.dtype)  # onto the model's device
         z = self.patch_embed.forward(x)  # (B, N', D)
         if "cls_token" in self._modules:
             z = self.cls_token.forward(z)  # (B, k + N', D)

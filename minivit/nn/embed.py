@@ -112,7 +112,10 @@ class ClassToken(Module):
 
     def forward(self, z):
         xp = backend.xp_of(z)
-        B, _, D = z.shape
+        D = self.weight.shape[2]
+        if z.ndim != 3 or z.shape[2] != D:
+            raise ValueError(f"ClassToken expected tokens (B, N, {D}), got {tuple(z.shape)}")
+        B = z.shape[0]
         k = self.num_tokens
         out = xp.empty((B, k + z.shape[1], D), dtype=z.dtype)  # (B, k + N, D)
         out[:, :k] = self.weight.data

@@ -127,14 +127,15 @@ class Module:
                 f"state dict does not match {type(self).__name__}: "
                 f"missing keys {missing}, unexpected keys {unexpected}"
             )
-        for name, p in own.items():
-            value = np.asarray(backend.to_numpy(state[name]))
-            if tuple(value.shape) != tuple(p.shape):
+        values = {name: np.asarray(backend.to_numpy(state[name])) for name in own}
+        for name, p in own.items():  # check every shape before copying any, so a bad dict changes nothing
+            if tuple(values[name].shape) != tuple(p.shape):
                 raise ValueError(
-                    f"state dict entry {name!r} has shape {tuple(value.shape)}, "
+                    f"state dict entry {name!r} has shape {tuple(values[name].shape)}, "
                     f"expected {tuple(p.shape)}"
                 )
-            p.data[...] = backend.xp_of(p.data).asarray(value, dtype=p.dtype)
+        for name, p in own.items():
+            p.data[...] = backend.xp_of(p.data).asarray(values[name], dtype=p.dtype)
 
     def extra_repr(self):
         return ""

@@ -1,0 +1,174 @@
+"""Shared helpers and the table of layer cases that the contract, gradcheck and GPU tests run over.
+
+Arrays are made with ``backend.asarray`` and compared after ``backend.to_numpy``, so the same
+tests run on NumPy and (with MINIVIT_BACKEND=cupy) on CuPy.
+"""
+
+import numpy as np
+import pytest
+
+from minivit import backend, nn
+from minivit.models import VisionTransformer
+
+
+def randn(gen, *shape, scale=1.0, dtype=np.float64):
+    """Standard normal array on the selected backend."""
+    return backend.asarray(scale * gen.standard_normal(shape), dtype=dtype)
+
+
+def npy(x):
+    """Any array (numpy or cupy) as a numpy array."""
+    return backend.to_numpy(x)
+
+
+def randomize(module, gen, scale=0.5):
+    """Give every parameter random values: zero class tokens, unit LN gains and zero biases at
+    init would hide a backward that forgets them."""
+    for _, p in module.named_parameters():
+        p.data[...] = backend.asarray(scale * gen.standard_normal(p.shape), dtype=p.dtype)
+    return module
+
+
+def rng_states(module):
+    """The states of every generator the module's layers draw masks from."""
+    gens = {}
+    for _, m in module.named_modules():
+        g = m.__dict__.get("rng")
+        if isinstance(g, np.random.Generator):
+            gens[id(g)] = g
+    return [(g, g.bit_generator.state) for g in gens.values()]
+
+
+def restore(states):
+    for g, s in states:
+        g.bit_generator.state = s
+
+
+def as_tuple(x):
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+class Case:
+    """One layer configuration: build(dtype) -> module, inputs(gen, dtype) -> tuple of arrays,
+    kwargs for forward (not differentiated), the expected output shape and the gradcheck bar."""
+
+    def __init__(self, id, build, inputs, out_shape, kwargs=None, tol=1e-7):
+        self.id, self.build, self.inputs, self.out_shape = id, build, inputs, out_shape
+        self.kwargs = kwargs or (lambda: {})
+        self.tol = tol
+
+    def make(self, seed=0, dtype=np.float64):
+        """(module with random parameters, inputs, kwargs), all from one seed."""
+        gen = np.random.default_rng(seed)
+        module = randomize(self.build(dtype), gen)
+        return module, self.inputs(gen, dtype), self.kwargs()
+
+
+class _TwoTokenViT(VisionTransformer):
+    """A ViT with two prefix tokens (class + distillation), as DeiT's distilled models have."""
+
+    num_prefix_tokens = 2
+
+
+def tiny_vit(dtype=np.float64, cls=VisionTransformer, **kw):
+    """A ViT small enough that a gradient check can perturb every entry."""
+    config = dict(img_size=4, patch_size=2, in_chans=2, num_classes=3, embed_dim=8, depth=2,
+                  num_heads=2, mlp_ratio=2.0, dtype=dtype, seed=0)
+    config.update(kw)
+    return cls(**config)
+
+
+def _bool_mask():
+    # every query row keeps at least one key, else softmax of an all -inf row is undefined
+    m = np.random.default_rng(7).random((2, 1, 3, 5)) > 0.4
+    m[..., 0] = True
+    return backend.asarray(m)
+
+
+def _square_mask():
+    m = np.tril(np.ones((5, 5), dtype=bool))  # causal: token i attends to tokens <= i
+    return backend.asarray(m)
+
+
+B = 2
+
+
+def _x(*shape):
+    return lambda gen, dtype: (randn(gen, *shape, dtype=dtype),)
+
+
+CASES = [
+    Case("Linear", lambda dt: nn.Linear(8, 6, dtype=dt), _x(B, 5, 8), (B, 5, 6)),
+    Case("Linear-nobias", lambda dt: nn.Linear(4, 3, bias=False, dtype=dt), _x(3, 4), (3, 3)),
+    Case("Patchify", lambda dt: nn.Patchify(2), _x(B, 3, 4, 6), (B, 6, 12)),
+    Case("PatchEmbed", lambda dt: nn.PatchEmbed(4, 2, 2, 6, dtype=dt), _x(B, 2, 4, 4), (B, 4, 6)),
+    Case("ClassToken-k1", lambda dt: nn.ClassToken(6, 1, dtype=dt), _x(B, 4, 6), (B, 5, 6)),
+    Case("ClassToken-k2", lambda dt: nn.ClassToken(6, 2, dtype=dt), _x(B, 4, 6), (B, 6, 6)),
+    Case("PositionEmbedding", lambda dt: nn.PositionEmbedding(5, 6, dtype=dt), _x(B, 5, 6), (B, 5, 6)),
+    Case("LayerNorm", lambda dt: nn.LayerNorm(6, dtype=dt), _x(B, 5, 6), (B, 5, 6)),
+    Case("Softmax", lambda dt: nn.Softmax(), _x(B, 3, 4), (B, 3, 4)),
+    Case("Softmax-axis1", lambda dt: nn.Softmax(axis=1), _x(B, 3, 4), (B, 3, 4)),
+    Case("GELU", lambda dt: nn.GELU(), lambda g, dt: (randn(g, B, 5, 6, scale=3, dtype=dt),), (B, 5, 6)),
+    Case("GELU-tanh", lambda dt: nn.GELU("tanh"), lambda g, dt: (randn(g, B, 5, 6, scale=3, dtype=dt),),
+         (B, 5, 6)),
+    Case("SDPA", lambda dt: nn.ScaledDotProductAttention(),
+         lambda g, dt: (randn(g, B, 2, 3, 4, dtype=dt), randn(g, B, 2, 5, 4, dtype=dt),
+                        randn(g, B, 2, 5, 4, dtype=dt)), (B, 2, 3, 4)),
+    Case("SDPA-bias", lambda dt: nn.ScaledDotProductAttention(),
+         lambda g, dt: (randn(g, B, 2, 3, 4, dtype=dt), randn(g, B, 2, 5, 4, dtype=dt),
+                        randn(g, B, 2, 5, 4, dtype=dt), randn(g, 1, 2, 3, 5, dtype=dt)), (B, 2, 3, 4)),
+    Case("SDPA-bias-perkey", lambda dt: nn.ScaledDotProductAttention(),
+         lambda g, dt: (randn(g, B, 2, 3, 4, dtype=dt), randn(g, B, 2, 5, 4, dtype=dt),
+                        randn(g, B, 2, 5, 4, dtype=dt), randn(g, 2, 1, 5, dtype=dt)), (B, 2, 3, 4)),
+    Case("SDPA-mask", lambda dt: nn.ScaledDotProductAttention(),
+         lambda g, dt: (randn(g, B, 2, 3, 4, dtype=dt), randn(g, B, 2, 5, 4, dtype=dt),
+                        randn(g, B, 2, 5, 4, dtype=dt)), (B, 2, 3, 4), kwargs=lambda: {"mask": _bool_mask()}),
+    Case("SDPA-dropout", lambda dt: nn.ScaledDotProductAttention(attn_drop=0.3, rng=1),
+         lambda g, dt: (randn(g, B, 2, 3, 4, dtype=dt), randn(g, B, 2, 5, 4, dtype=dt),
+                        randn(g, B, 2, 5, 4, dtype=dt)), (B, 2, 3, 4)),
+    Case("MHSA", lambda dt: nn.MultiHeadSelfAttention(8, 2, dtype=dt), _x(B, 5, 8), (B, 5, 8)),
+    Case("MHSA-nobias-dropout",
+         lambda dt: nn.MultiHeadSelfAttention(8, 4, qkv_bias=False, attn_drop=0.2, proj_drop=0.2, rng=3,
+                                              dtype=dt), _x(B, 5, 8), (B, 5, 8)),
+    Case("MHSA-bias", lambda dt: nn.MultiHeadSelfAttention(8, 2, dtype=dt),
+         lambda g, dt: (randn(g, B, 5, 8, dtype=dt), randn(g, 2, 5, 5, dtype=dt)), (B, 5, 8)),
+    Case("MHSA-mask", lambda dt: nn.MultiHeadSelfAttention(8, 2, dtype=dt), _x(B, 5, 8), (B, 5, 8),
+         kwargs=lambda: {"mask": _square_mask()}),
+    Case("MLP", lambda dt: nn.MLP(8, 12, dtype=dt), _x(B, 5, 8), (B, 5, 8)),
+    Case("MLP-tanh-dropout", lambda dt: nn.MLP(8, 12, drop=0.25, approximate="tanh", rng=2, dtype=dt),
+         _x(B, 5, 8), (B, 5, 8)),
+    Case("Dropout", lambda dt: nn.Dropout(0.4, rng=5), _x(B, 5, 6), (B, 5, 6)),
+    Case("DropPath", lambda dt: nn.DropPath(0.5, rng=5), _x(6, 3, 4), (6, 3, 4)),
+    Case("Block", lambda dt: nn.Block(8, 2, mlp_ratio=2.0, dtype=dt), _x(B, 5, 8), (B, 5, 8)),
+    Case("Block-drop", lambda dt: nn.Block(8, 2, mlp_ratio=2.0, drop=0.2, attn_drop=0.2, drop_path=0.4, rng=4,
+                                           approximate="tanh", dtype=dt), _x(4, 5, 8), (4, 5, 8)),
+    Case("Sequential",
+         lambda dt: nn.Sequential(nn.Linear(6, 10, dtype=dt), nn.GELU(), nn.Linear(10, 4, dtype=dt)),
+         _x(B, 3, 6), (B, 3, 4)),
+    Case("TokenPool-cls", lambda dt: _pool("cls", 1), _x(B, 5, 6), (B, 6)),
+    Case("TokenPool-mean", lambda dt: _pool("mean", 1), _x(B, 5, 6), (B, 6)),
+    Case("TokenPool-mean-k0", lambda dt: _pool("mean", 0), _x(B, 5, 6), (B, 6)),
+    Case("TokenPool-mean-k2", lambda dt: _pool("mean", 2), _x(B, 5, 6), (B, 6)),
+    Case("ViT-cls", lambda dt: tiny_vit(dt), _x(B, 2, 4, 4), (B, 3), tol=1e-5),
+    Case("ViT-mean-noclass", lambda dt: tiny_vit(dt, pool="mean", class_token=False), _x(B, 2, 4, 4), (B, 3),
+         tol=1e-5),
+    Case("ViT-mean-class", lambda dt: tiny_vit(dt, pool="mean", approximate="tanh", qkv_bias=False),
+         _x(B, 2, 4, 4), (B, 3), tol=1e-5),
+    Case("ViT-k2-drop", lambda dt: tiny_vit(dt, cls=_TwoTokenViT, drop_rate=0.2, attn_drop_rate=0.1,
+                                            drop_path_rate=0.3, seed=3), _x(4, 2, 4, 4), (4, 3), tol=1e-5),
+]
+
+
+def _pool(pool, k):
+    from minivit.models import TokenPool
+
+    return TokenPool(pool, k)
+
+
+def case_ids(cases):
+    return [c.id for c in cases]
+
+
+@pytest.fixture
+def gen():
+    return np.random.default_rng(0)

@@ -1,0 +1,271 @@
+"""minivit against PyTorch autograd in float64: forward, input gradients and every parameter gradient.
+
+The references are written with torch primitives (F.linear, F.conv2d, F.unfold, F.layer_norm,
+F.gelu, F.scaled_dot_product_attention, F.cross_entropy) and take minivit's weights as they are;
+minivit's W is (D_in, D_out), so the references call F.linear(x, W.T, b).
+"""
+
+import numpy as np
+import pytest
+from conftest import _TwoTokenViT, as_tuple, npy, randn, randomize, tiny_vit
+
+from minivit import nn
+from minivit.losses import CrossEntropyLoss
+from minivit.models import TokenPool
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+TOL = 1e-10
+
+
+def T(a, grad=False):
+    t = torch.from_numpy(np.array(npy(a)))
+    return t.requires_grad_(grad) if t.is_floating_point() else t
+
+
+def _maxdiff(a, b):
+    return float(np.abs(npy(a) - b.detach().numpy()).max(initial=0.0))
+
+
+def compare(module, inputs, ref, kwargs=None, seed=1):
+    """Run minivit's forward/backward and the torch reference on the same weights and inputs;
+    assert the output, every input gradient and every parameter gradient agree to TOL."""
+    kwargs = kwargs or {}
+    P = {name: T(p.data, grad=True) for name, p in module.named_parameters()}
+    Tin = [T(a, grad=a.dtype.kind == "f") for a in inputs]
+    Tkw = {k: T(v) for k, v in kwargs.items()}
+    y = module.forward(*inputs, **kwargs)
+    G = randn(np.random.default_rng(seed), *y.shape)
+    module.zero_grad()
+    grads = as_tuple(module.backward(G))
+    yt = ref(P, *Tin, **Tkw)
+    (yt * T(G)).sum().backward()
+    assert yt.dtype == torch.float64
+    diffs = {"output": _maxdiff(y, yt)}
+    float_inputs = [t for t in Tin if t.is_floating_point()]
+    assert len(grads) == len(float_inputs)
+    for i, (g, t) in enumerate(zip(grads, float_inputs, strict=True)):
+        diffs[f"input[{i}]"] = _maxdiff(g, t.grad)
+    for name, p in module.named_parameters():
+        diffs[name] = _maxdiff(p.grad, P[name].grad)
+    bad = {k: v for k, v in diffs.items() if not v < TOL}
+    assert not bad, f"differences over {TOL}: {bad}"
+    return diffs
+
+
+# ----------------------------------------------------------------------------- references
+
+def linear(P, name, x):
+    return F.linear(x, P[f"{name}.weight"].T, P.get(f"{name}.bias"))
+
+
+def layer_norm(P, name, x, eps=1e-6):
+    return F.layer_norm(x, x.shape[-1:], P[f"{name}.weight"], P[f"{name}.bias"], eps)
+
+
+def patch_embed(P, name, x, patch):
+    W = P[f"{name}.proj.weight"]  # (C*P*P, D): column j is output channel j's kernel, in (c, i, j) order
+    kernel = W.T.reshape(W.shape[1], x.shape[1], patch, patch)  # (D, C, P, P)
+    y = F.conv2d(x, kernel, P[f"{name}.proj.bias"], stride=patch)  # (B, D, H/P, W/P)
+    return y.flatten(2).transpose(1, 2)  # (B, N', D)
+
+
+def attention(q, k, v, bias=None, mask=None):
+    if mask is not None:
+        bias = torch.zeros(()) if bias is None else bias
+        bias = bias.masked_fill(~mask, float("-inf"))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+
+
+def mhsa(P, name, z, heads, bias=None, mask=None):
+    B, N, D = z.shape
+    qkv = linear(P, f"{name}.qkv", z).reshape(B, N, 3, heads, D // heads).permute(2, 0, 3, 1, 4)
+    o = attention(qkv[0], qkv[1], qkv[2], bias, mask)  # (B, h, N, d)
+    return linear(P, f"{name}.proj", o.transpose(1, 2).reshape(B, N, D))
+
+
+def mlp(P, name, z, approximate="none"):
+    return linear(P, f"{name}.fc2", F.gelu(linear(P, f"{name}.fc1", z), approximate=approximate))
+
+
+def block(P, name, z, heads, approximate="none"):
+    z = z + mhsa(P, f"{name}.attn", layer_norm(P, f"{name}.norm1", z), heads)
+    return z + mlp(P, f"{name}.mlp", layer_norm(P, f"{name}.norm2", z), approximate)
+
+
+def vit(model):
+    """The torch forward of a minivit VisionTransformer's configuration."""
+    patch = model.patch_embed.patch_size
+    pool, k = model.pool.pool, model.pool.k
+    heads = model.blocks[0].attn.num_heads
+    approximate = model.blocks[0].mlp.act.approximate
+
+    def ref(P, x):
+        z = patch_embed(P, "patch_embed", x, patch)
+        if k:
+            z = torch.cat([P["cls_token.weight"].expand(x.shape[0], -1, -1), z], dim=1)
+        z = z + P["pos_embed.weight"]
+        for i in range(len(model.blocks)):
+            z = block(P, f"blocks.{i}", z, heads, approximate)
+        y = z[:, 0] if pool == "cls" else z[:, k:].mean(dim=1)
+        return linear(P, "head", layer_norm(P, "norm", y))
+
+    return ref
+
+
+def rooted(P):
+    """Parameters of a layer used on its own, named as if it were a child ``m``."""
+    return {f"m.{k}": v for k, v in P.items()}
+
+
+def _setup(module, seed=0):
+    gen = np.random.default_rng(seed)
+    return randomize(module, gen), gen
+
+
+# ----------------------------------------------------------------------------- layers
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear(bias):
+    m, gen = _setup(nn.Linear(7, 5, bias=bias, dtype="float64"))
+    compare(m, [randn(gen, 2, 3, 7)], lambda P, x: F.linear(x, P["weight"].T, P.get("bias")))
+
+
+def test_patchify_is_unfold():
+    gen = np.random.default_rng(0)
+    compare(nn.Patchify(3), [randn(gen, 2, 2, 6, 9)],
+            lambda P, x: F.unfold(x, kernel_size=3, stride=3).transpose(1, 2))
+
+
+def test_patch_embed_is_a_strided_convolution():
+    m, gen = _setup(nn.PatchEmbed(img_size=8, patch_size=4, in_chans=3, embed_dim=5, dtype="float64"))
+    compare(m, [randn(gen, 2, 3, 8, 8)],
+            lambda P, x: patch_embed(rooted(P), "m", x, 4))
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_class_token(k):
+    m, gen = _setup(nn.ClassToken(6, k, dtype="float64"))
+    compare(m, [randn(gen, 3, 4, 6)], lambda P, z: torch.cat([P["weight"].expand(3, -1, -1), z], dim=1))
+
+
+def test_position_embedding():
+    m, gen = _setup(nn.PositionEmbedding(5, 6, dtype="float64"))
+    compare(m, [randn(gen, 3, 5, 6)], lambda P, z: z + P["weight"])
+
+
+def test_layer_norm():
+    m, gen = _setup(nn.LayerNorm(6, eps=1e-5, dtype="float64"))
+    compare(m, [randn(gen, 2, 4, 6, scale=3) + 1.0],
+            lambda P, x: F.layer_norm(x, (6,), P["weight"], P["bias"], eps=1e-5))
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_softmax(axis):
+    gen = np.random.default_rng(0)
+    compare(nn.Softmax(axis), [randn(gen, 2, 3, 4, scale=4)], lambda P, x: torch.softmax(x, dim=axis))
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu(approximate):
+    gen = np.random.default_rng(0)
+    compare(nn.GELU(approximate), [randn(gen, 4, 50, scale=4)],
+            lambda P, x: F.gelu(x, approximate=approximate))
+
+
+@pytest.mark.parametrize("variant", ["plain", "bias", "mask", "bias+mask"])
+def test_scaled_dot_product_attention(variant):
+    gen = np.random.default_rng(0)
+    q, k, v = randn(gen, 2, 3, 4, 5), randn(gen, 2, 3, 6, 5), randn(gen, 2, 3, 6, 5)
+    inputs = [q, k, v]
+    if "bias" in variant:
+        inputs.append(randn(gen, 3, 4, 6))  # per head, like Swin's relative position bias
+    kwargs = {}
+    if "mask" in variant:
+        mask = np.random.default_rng(1).random((2, 1, 4, 6)) > 0.5
+        mask[..., 2] = True
+        kwargs["mask"] = mask
+    compare(nn.ScaledDotProductAttention(), inputs, lambda P, *a, **kw: attention(*a, **kw), kwargs)
+
+
+@pytest.mark.parametrize("qkv_bias", [True, False])
+def test_multi_head_self_attention(qkv_bias):
+    m, gen = _setup(nn.MultiHeadSelfAttention(12, 3, qkv_bias=qkv_bias, dtype="float64"))
+    compare(m, [randn(gen, 2, 5, 12)], lambda P, z: mhsa(rooted(P), "m", z, 3))
+
+
+def test_multi_head_self_attention_bias_and_mask():
+    m, gen = _setup(nn.MultiHeadSelfAttention(8, 2, dtype="float64"))
+    mask = np.tril(np.ones((5, 5), dtype=bool))
+    compare(m, [randn(gen, 2, 5, 8), randn(gen, 2, 5, 5)],
+            lambda P, z, bias, mask: mhsa(rooted(P), "m", z, 2, bias, mask), {"mask": mask})
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_mlp(approximate):
+    m, gen = _setup(nn.MLP(6, 10, approximate=approximate, dtype="float64"))
+    compare(m, [randn(gen, 2, 5, 6)], lambda P, z: mlp(rooted(P), "m", z, approximate))
+
+
+def test_block():
+    m, gen = _setup(nn.Block(8, 2, mlp_ratio=3.0, dtype="float64"))
+    compare(m, [randn(gen, 2, 5, 8)], lambda P, z: block(rooted(P), "m", z, 2))
+
+
+@pytest.mark.parametrize("cls", [nn.Dropout, nn.DropPath])
+def test_dropout_backward_uses_the_forward_mask(cls):
+    gen = np.random.default_rng(0)
+    x = randn(gen, 6, 4, 5) + 4.0
+    layer = cls(0.5, rng=3)
+    mask = (npy(layer.forward(x)) != 0) / 0.5  # the mask this forward drew
+    layer.backward(x)  # free the saved mask before compare's own forward
+    layer = cls(0.5, rng=3)  # same seed: compare's forward draws the same mask
+    compare(layer, [x], lambda P, t: t * torch.from_numpy(mask))
+
+
+@pytest.mark.parametrize("pool,k", [("cls", 1), ("mean", 0), ("mean", 1), ("mean", 2)])
+def test_token_pool(pool, k):
+    gen = np.random.default_rng(0)
+    compare(TokenPool(pool, k), [randn(gen, 2, 5, 6)],
+            lambda P, z: z[:, 0] if pool == "cls" else z[:, k:].mean(dim=1))
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy(smoothing):
+    gen = np.random.default_rng(0)
+    logits, labels = randn(gen, 6, 5, scale=3), gen.integers(0, 5, size=6)
+    loss = CrossEntropyLoss(smoothing)
+    value = loss.forward(logits, labels)
+    dlogits = loss.backward()
+    t = T(logits, grad=True)
+    ref = F.cross_entropy(t, torch.from_numpy(labels), label_smoothing=smoothing)
+    ref.backward()
+    assert abs(float(value) - ref.item()) < TOL
+    assert _maxdiff(dlogits, t.grad) < TOL
+
+
+# ----------------------------------------------------------------------------- the whole model
+
+VIT_CONFIGS = {
+    "cls": {},
+    "mean-noclass": {"pool": "mean", "class_token": False},
+    "mean-class-tanh-noqkvbias": {"pool": "mean", "approximate": "tanh", "qkv_bias": False},
+    "two-tokens": {"cls": _TwoTokenViT},
+}
+
+
+@pytest.mark.parametrize("config", list(VIT_CONFIGS), ids=list(VIT_CONFIGS))
+def test_vit(config):
+    m, gen = _setup(tiny_vit(**VIT_CONFIGS[config]))
+    compare(m, [randn(gen, 3, 2, 4, 4)], vit(m))
+
+
+def test_vit_digits_config_with_its_init():
+    """The registered digits model at its own initialisation (not randomised), in float64."""
+    from minivit import create_model
+
+    m = create_model("vit_digits", dtype="float64", seed=5)
+    x = randn(np.random.default_rng(0), 4, 1, 8, 8)
+    diffs = compare(m, [x], vit(m))
+    assert len(diffs) == 2 + len(m.parameters())

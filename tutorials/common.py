@@ -1,0 +1,47 @@
+"""What every chapter shares: where its figures go, and a matplotlib that needs no screen.
+
+A chapter calls ``out = figure_dir()`` once and ``save(fig, out, "name")`` per figure. The
+directory is ``tutorials/figures/`` unless the command line says ``--out DIR``. Run as a
+script, matplotlib draws with the Agg backend (PNG files, no window); opened as a notebook it
+keeps the notebook's inline backend, so the figures also show under their cells.
+"""
+
+import argparse
+import io
+import os
+import sys
+
+import matplotlib
+
+if "ipykernel" not in sys.modules:
+    matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+DEFAULT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures")
+
+
+def figure_dir():
+    """The folder for this run's figures (created): ``--out DIR``, else tutorials/figures."""
+    parser = argparse.ArgumentParser(description="Run a minivit tutorial chapter.")
+    parser.add_argument("--out", default=DEFAULT_DIR, help="folder for the PNG figures")
+    args, _ = parser.parse_known_args()  # a notebook kernel passes arguments of its own
+    os.makedirs(args.out, exist_ok=True)
+    return args.out
+
+
+def save(fig, out, name):
+    """Write ``fig`` as ``out/name.png`` and close it.
+
+    Kept small for the docs: 80 dpi, colours reduced to a 256-entry palette.
+    """
+    from PIL import Image
+
+    path = os.path.join(out, f"{name}.png")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    image = Image.open(buf).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT)
+    image.save(path, optimize=True)
+    if "ipykernel" not in sys.modules:
+        plt.close(fig)
+    print(f"wrote {path}")
+    return path
