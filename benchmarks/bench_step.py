@@ -17,8 +17,8 @@ only (2 x multiply-adds of the forward, x3 for a training step: the backward doe
 forward matmul); the peak is the best of NumPy's and torch's sgemm on a large square product,
 measured here. Peak memory is measured per framework in a fresh subprocess (a process's peak
 resident memory cannot be split between two frameworks): the growth of peak RSS from just before
-the model is built through three training steps, so it includes weights, gradients, optimizer
-state, activations and temporaries. On CUDA it is the caching allocators' peak reserved memory.
+the model is built through two training steps (the second with the optimizer state allocated),
+so it includes weights, gradients, optimizer state, activations and temporaries. On CUDA it is the caching allocators' peak reserved memory.
 
 ``--json PATH`` writes the results; ``--plot PATH`` draws the bar chart of docs/benchmarks.md.
 """
@@ -77,25 +77,7 @@ import numpy as np  # noqa: E402
 from minivit import backend  # noqa: E402
 from minivit.losses import CrossEntropyLoss  # noqa: E402
 from minivit.models import VisionTransformer  # noqa: E402
-try:
-    from minivit.optim import AdamW  # noqa: E402
-except ImportError:  # TEMPORARY until minivit.optim lands
-    class AdamW:
-        def __init__(self, params, lr, weight_decay, betas=(0.9, 0.999), eps=1e-8):
-            self.params, self.lr, self.wd, self.b, self.eps, self.t = params, lr, weight_decay, betas, eps, 0
-            self.m = [np.zeros_like(p.data) for p in params]
-            self.v = [np.zeros_like(p.data) for p in params]
-
-        def step(self):
-            self.t += 1
-            b1, b2 = self.b
-            for p, m, v in zip(self.params, self.m, self.v):
-                p.data *= 1 - self.lr * self.wd
-                m *= b1
-                m += (1 - b1) * p.grad
-                v *= b2
-                v += (1 - b2) * p.grad * p.grad
-                p.data -= self.lr / (1 - b1**self.t) * m / (np.sqrt(v / (1 - b2**self.t)) + self.eps)
+from minivit.optim import AdamW  # noqa: E402
 
 LR, WEIGHT_DECAY = 1e-3, 0.05
 
@@ -245,7 +227,7 @@ def rss_kib(field):
 
 
 def memory_probe(framework, cfg_name):
-    """In a fresh process: peak memory of building the model and three training steps (MiB)."""
+    """In a fresh process: peak memory of building the model and two training steps (MiB)."""
     cfg = CONFIGS[cfg_name]
     device = setup_backend(ARGS.backend)
     import torch  # noqa: F401  (both probes load torch, so library pages count alike)
@@ -253,7 +235,7 @@ def memory_probe(framework, cfg_name):
     if device == "cuda":
         runner = (MinivitRunner(cfg, device) if framework == "minivit"
                   else TorchRunner(cfg, device, ARGS.torch_attention))
-        for _ in range(3):
+        for _ in range(2):
             runner.train_step()
         if framework == "minivit":
             import cupy
@@ -273,7 +255,7 @@ def memory_probe(framework, cfg_name):
         pass
     runner = MinivitRunner(cfg, device) if framework == "minivit" else \
         TorchRunner(cfg, device, ARGS.torch_attention, init_from=init)
-    for _ in range(3):
+    for _ in range(2):
         runner.train_step()
     print(json.dumps({"peak_mib": (rss_kib("VmHWM") - base) / 1024}))
 

@@ -20,20 +20,23 @@ def build_parser():
     d = DEFAULTS
     t = sub.add_parser("train", argument_default=argparse.SUPPRESS,
                        help="train a model; writes metrics.csv, curves.png, last.npz and best.npz into --out",
-                       description="Train a model from scratch. With no flags but --out: vit_digits on digits.")
+                       description="Train a model from scratch. Defaults: vit_digits on digits.")
     t.add_argument("--out", metavar="DIR", help="folder for metrics.csv, curves.png, last.npz, best.npz")
     t.add_argument("--model", help=f"a registered model name (default {d['model']})")
     t.add_argument("--dataset", choices=data.DATASETS, help=f"(default {d['dataset']})")
-    t.add_argument("--data-dir", metavar="DIR", help="folder with the mnist IDX files or cifar-10-batches-bin")
+    t.add_argument("--data-dir", metavar="DIR", help="mnist IDX files or cifar-10-batches-bin folder")
     t.add_argument("--epochs", type=int, help=f"(default {d['epochs']})")
     t.add_argument("--batch-size", type=int, help=f"(default {d['batch_size']})")
     t.add_argument("--lr", type=float, help=f"peak AdamW learning rate (default {d['lr']})")
     t.add_argument("--weight-decay", type=float, help=f"decoupled weight decay (default {d['weight_decay']})")
-    t.add_argument("--warmup", type=int, help=f"epochs of linear warmup before the cosine decay (default {d['warmup']})")
+    t.add_argument("--warmup", type=int,
+                   help=f"epochs of linear warmup before the cosine decay (default {d['warmup']})")
     t.add_argument("--label-smoothing", type=float, help=f"(default {d['label_smoothing']})")
-    t.add_argument("--drop-path", type=float, help=f"stochastic depth rate of the last block (default {d['drop_path']})")
+    t.add_argument("--drop-path", type=float,
+                   help=f"stochastic depth rate of the last block (default {d['drop_path']})")
     t.add_argument("--clip-grad", type=float, help="clip the global gradient norm to this (default: off)")
-    t.add_argument("--seed", type=int, help=f"seeds initialisation, dropout and data order (default {d['seed']})")
+    t.add_argument("--seed", type=int,
+                   help=f"seeds initialisation, dropout and data order (default {d['seed']})")
     t.add_argument("--backend", choices=("numpy", "cupy"), help=f"(default {d['backend']})")
     t.add_argument("--resume", metavar="CHECKPOINT",
                    help="continue the run saved in DIR/last.npz with its stored settings")
@@ -41,10 +44,11 @@ def build_parser():
                    help="stop after this epoch; continue later with --resume DIR/last.npz")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     g = t.add_argument_group("distillation (DeiT)")
-    g.add_argument("--teacher", metavar="CHECKPOINT", help="a minivit checkpoint, run in eval mode as the teacher")
+    g.add_argument("--teacher", metavar="CHECKPOINT",
+                   help="a minivit checkpoint, run in eval mode as the teacher")
     g.add_argument("--distill", choices=("soft", "hard"), help="distillation loss (default hard)")
     g.add_argument("--alpha", type=float,
-                   help="weight of the distillation term (default: 0.5 for hard, 0.1 for soft, DeiT's values)")
+                   help="weight of the distillation term (default 0.5 hard, 0.1 soft, as DeiT)")
     g.add_argument("--tau", type=float, help=f"soft distillation temperature (default {d['tau']})")
 
     e = sub.add_parser("evaluate", help="accuracy and confusion matrix of a checkpoint on a test split",

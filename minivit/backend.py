@@ -5,7 +5,8 @@ minivit's layers never import numpy or cupy directly. They ask this module:
 * ``xp_of(x)`` -- the array module (numpy or cupy) that owns the array ``x``, so one layer body
   runs on both (CuPy's ``get_array_module`` idiom);
 * ``xp()`` -- the array module currently selected, for creating new arrays;
-* ``erf(x)`` -- the error function, which neither array module has;
+* ``erf(x)`` and ``normal_cdf(x)`` -- the error function and the normal CDF, which neither
+  array module has;
 * ``rng(seed)`` -- a seeded ``numpy.random.Generator``. All randomness (initialisation, dropout,
   augmentation) is drawn on the host from such a generator and then moved to the device, so a
   seed gives the same numbers on NumPy and on CuPy, and a generator's state can be saved as text.
@@ -149,17 +150,33 @@ def erf(x):
     """The error function of ``x``, elementwise, in ``x``'s dtype, on ``x``'s device.
 
     float64 uses the exact library erf (scipy / cupyx), which the gradient checks need.
-    float32 uses ``kernels.erf_f32``, a fast rational approximation (error below 2e-7).
+    float32 uses ``kernels.erf_f32``, a fast approximation (error below 2e-7).
     """
     if x.dtype == np.float32:
         from . import kernels
 
         return kernels.erf_f32(x)
+    return _special(x).erf(x)
+
+
+def normal_cdf(x):
+    """Phi(x) = (1 + erf(x / sqrt 2)) / 2, the standard normal CDF, in ``x``'s dtype and device.
+
+    float64: the library's ``ndtr`` (exact); float32: ``kernels.normal_cdf_f32`` (error below 1e-7).
+    """
+    if x.dtype == np.float32:
+        from . import kernels
+
+        return kernels.normal_cdf_f32(x)
+    return _special(x).ndtr(x)
+
+
+def _special(x):
     if is_cupy(x):
         import cupyx.scipy.special as sp
     else:
         import scipy.special as sp
-    return sp.erf(x)
+    return sp
 
 
 _env = os.environ.get("MINIVIT_BACKEND", "").strip().lower()

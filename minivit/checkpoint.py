@@ -66,7 +66,9 @@ def load(path):
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{path}: not a readable .npz checkpoint (truncated or another format: {e})") from e
+        raise CheckpointError(
+            f"{path}: not a readable .npz checkpoint (truncated or another format: {e})"
+        ) from e
     fmt = arrays.get("format")
     if fmt is None or fmt.dtype.kind != "U" or str(fmt) != FORMAT:
         raise CheckpointError(f"{path}: not a minivit checkpoint (expected a 'format' entry {FORMAT!r})")

@@ -124,7 +124,8 @@ def read_idx(path, ndim):
     buf = _read_bytes(path, what)
     header = 4 + 4 * ndim
     if len(buf) < header:
-        raise ValueError(f"{path}: {len(buf)} bytes is too short for the IDX header of {header} bytes; expected {what}")
+        raise ValueError(f"{path}: {len(buf)} bytes is too short for the IDX header ({header} bytes); "
+                         f"expected {what}")
     magic = int.from_bytes(buf[:4], "big")
     if magic != _IDX_MAGIC[ndim]:
         raise ValueError(f"{path}: wrong magic number 0x{magic:08x}; expected {what}")
@@ -154,7 +155,8 @@ def load_mnist(data_dir):
         yf = _find(data_dir, [f"{part}-labels-idx1-ubyte", f"{part}-labels-idx1-ubyte.gz"])
         x, y = read_idx(xf, 3), read_idx(yf, 1)
         if len(x) != len(y):
-            raise ValueError(f"{xf} holds {len(x)} images but {yf} holds {len(y)} labels; expected equal counts")
+            raise ValueError(f"{xf} holds {len(x)} images but {yf} holds {len(y)} labels; "
+                             "expected equal counts")
         if y.size and y.max() > 9:
             raise ValueError(f"{yf}: label {y.max()} out of range; expected digit labels 0..9")
         split[part] = ((x.astype(np.float32) / 255.0)[:, None], y.astype(np.int64))
@@ -170,7 +172,8 @@ def read_cifar_batch(path):
     what = f"a CIFAR-10 binary batch: records of {CIFAR_RECORD} bytes (label 0..9, then 3x32x32 pixels)"
     buf = _read_bytes(path, what)
     if len(buf) == 0 or len(buf) % CIFAR_RECORD:
-        raise ValueError(f"{path}: {len(buf)} bytes is not a whole number of records (truncated?); expected {what}")
+        raise ValueError(f"{path}: {len(buf)} bytes is not a whole number of records (truncated?); "
+                         f"expected {what}")
     rec = np.frombuffer(buf, dtype=np.uint8).reshape(-1, CIFAR_RECORD)
     y = rec[:, 0].astype(np.int64)
     if y.max() > 9:

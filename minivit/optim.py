@@ -123,7 +123,9 @@ class Optimizer:
                     continue
                 value = np.asarray(sd[key])
                 if value.shape != tuple(p.shape):
-                    raise ValueError(f"optimizer state {key!r} has shape {value.shape}, expected {tuple(p.shape)}")
+                    raise ValueError(
+                        f"optimizer state {key!r} has shape {value.shape}, expected {tuple(p.shape)}"
+                    )
                 self.state[name][i] = backend.xp_of(p.data).asarray(value, dtype=p.dtype).copy()
 
 

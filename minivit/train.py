@@ -46,7 +46,9 @@ def model_from_checkpoint(ckpt):
         model = create_model(cfg["model"], **cfg["model_config"])
         model.load_state_dict(ckpt["model"])
     except (KeyError, ValueError, TypeError) as e:
-        raise checkpoint.CheckpointError(f"{ckpt['path']}: its weights do not fit the model it names: {e}") from e
+        raise checkpoint.CheckpointError(
+            f"{ckpt['path']}: its weights do not fit the model it names: {e}"
+        ) from e
     return model
 
 
@@ -172,7 +174,8 @@ def train(config, out, resume=None, stop_after=None, quiet=False, log=print):
 
     opt = AdamW(model.named_parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     steps_per_epoch = math.ceil(len(ds.y_train) / config["batch_size"])
-    schedule = WarmupCosine(config["lr"], config["epochs"] * steps_per_epoch, config["warmup"] * steps_per_epoch)
+    schedule = WarmupCosine(config["lr"], total_steps=config["epochs"] * steps_per_epoch,
+                            warmup_steps=config["warmup"] * steps_per_epoch)
     data_rng = np.random.default_rng([config["seed"], 1])  # its own stream, apart from the model's
     rngs = {"model": model.rng, "data": data_rng}
     history, start = [], 0

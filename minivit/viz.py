@@ -27,7 +27,8 @@ def plot_curves(history, path=None, x="epoch",
         ax = fig.add_subplot(1, len(panels), i + 1)
         for name in names:
             if name in history:
-                ax.plot(xs, np.asarray(history[name]), label=name.replace("_", " "), marker="." if len(xs) < 30 else None)
+                ax.plot(xs, np.asarray(history[name]), label=name.replace("_", " "),
+                        marker="." if len(xs) < 30 else None)
         ax.set_xlabel(x)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -108,7 +109,8 @@ def plot_attention(image, attn, grid_size, path=None, titles=None):
     img = _as_hwc(image)
     attn = np.atleast_2d(np.asarray(attn, dtype=np.float64))
     if attn.shape[1] != grid_size * grid_size:
-        raise ValueError(f"attn must have grid_size^2 = {grid_size ** 2} entries per row, got shape {attn.shape}")
+        raise ValueError(f"attn must have grid_size^2 = {grid_size ** 2} entries per row, "
+                         f"got shape {attn.shape}")
     n = len(attn) + 1
     fig = Figure(figsize=(2.6 * n, 2.8))
     ax = fig.add_subplot(1, n, 1)

@@ -140,13 +140,6 @@ def test_erf_float32_spans_several_blocks():
     np.testing.assert_allclose(backend.erf(x), scipy.special.erf(x.astype(np.float64)), rtol=0, atol=2e-7)
 
 
-@pytest.mark.slow
-def test_erf_coefficients_are_reproduced_by_the_fit():
-    p, q = kernels.fit_erf_coefficients()
-    np.testing.assert_allclose(p, kernels.ERF_P, rtol=1e-9)
-    np.testing.assert_allclose(q, kernels.ERF_Q, rtol=1e-9)
-
-
 # ----------------------------------------------------------------------------- CuPy on a GPU
 
 @pytest.fixture

@@ -137,7 +137,7 @@ print("channels 0..31 of x_p E + b equal a stride-16 convolution (scipy.signal.c
 
 # %%
 fig, axes = plt.subplots(1, 4, figsize=(10, 2.8))
-for ax, d in zip(axes, (0, 1, 2, 3)):
+for d, ax in enumerate(axes):
     ax.imshow(z[0, :, d].reshape(14, 14), cmap="RdBu_r")
     ax.set_title(f"channel d = {d}")
     ax.axis("off")

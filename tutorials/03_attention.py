@@ -28,7 +28,14 @@ from common import figure_dir, plt, save
 from sklearn.datasets import load_sample_image
 
 from minivit.gradcheck import gradcheck
-from minivit.nn import MultiHeadSelfAttention, Patchify, ScaledDotProductAttention, Softmax, softmax, softmax_backward
+from minivit.nn import (
+    MultiHeadSelfAttention,
+    Patchify,
+    ScaledDotProductAttention,
+    Softmax,
+    softmax,
+    softmax_backward,
+)
 
 out = figure_dir()
 rng = np.random.default_rng(0)
@@ -193,7 +200,8 @@ msa_c = MultiHeadSelfAttention(8, num_heads=2, rng=3, dtype="float64")
 r3 = gradcheck(msa_c, rng.standard_normal((2, 5, 8)), rng.standard_normal((1, 2, 5, 5)), max_entries=1000)
 print(r3)
 worst = max(r1.worst, r2.worst, r3.worst)
-print(f"ScaledDotProductAttention {r1.worst:.2e}, Softmax {r2.worst:.2e}, MultiHeadSelfAttention {r3.worst:.2e}")
+print(f"ScaledDotProductAttention {r1.worst:.2e}, Softmax {r2.worst:.2e}, "
+      f"MultiHeadSelfAttention {r3.worst:.2e}")
 print(f"attention gradient checks, worst relative error: {worst:.2e}")
 assert worst < 1e-7
 
@@ -209,7 +217,8 @@ assert worst < 1e-7
 # 1. *colour*: attend to patches of the same colour, anywhere. With $\mathbf{c}_i$ the mean colour
 #    of patch $i$ (standardised), queries $\mathbf{q}_i = [\mathbf{c}_i, 1]$ and keys
 #    $\mathbf{k}_j = [\mathbf{c}_j, -\lVert\mathbf{c}_j\rVert^2/2]$ give
-#    $\mathbf{q}_i\cdot\mathbf{k}_j = -\lVert\mathbf{c}_i - \mathbf{c}_j\rVert^2/2 + \lVert\mathbf{c}_i\rVert^2/2$,
+#    $\mathbf{q}_i\cdot\mathbf{k}_j$
+#    $= -\lVert\mathbf{c}_i - \mathbf{c}_j\rVert^2/2 + \lVert\mathbf{c}_i\rVert^2/2$,
 #    a similarity plus a constant per row, which the softmax ignores (times a sharpness $\tau$);
 # 2. *locality*: $\mathbf{q} = \mathbf{k} = 0$ and a bias $B_{ij} = -\lVert p_i - p_j\rVert^2 / 2$
 #    over grid positions $p$ — attend to the neighbours, whatever they show;

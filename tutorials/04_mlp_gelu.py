@@ -4,7 +4,8 @@
 # After attention has mixed information between tokens, each token is processed on its own by
 # a two-layer perceptron, the same weights for every token:
 #
-# $$\mathrm{MLP}(\mathbf{z}) = \mathrm{GELU}(\mathbf{z}\mathbf{W}_1 + \mathbf{b}_1)\,\mathbf{W}_2 + \mathbf{b}_2,
+# $$\mathrm{MLP}(\mathbf{z}) = \mathrm{GELU}(\mathbf{z}\mathbf{W}_1 + \mathbf{b}_1)\,\mathbf{W}_2
+#   + \mathbf{b}_2,
 #   \qquad \mathbf{W}_1 \in \mathbb{R}^{D \times D_{hidden}},\;
 #   \mathbf{W}_2 \in \mathbb{R}^{D_{hidden} \times D},$$
 #
@@ -97,7 +98,8 @@ save(fig, out, "04_gelu")
 
 # %%
 x32 = x.astype(np.float32)
-print(f"max |erf_f32 - erf| = {np.abs(backend.erf(x32).astype(np.float64) - erf(x32.astype(np.float64))).max():.1e}"
+err = np.abs(backend.erf(x32).astype(np.float64) - erf(x32.astype(np.float64))).max()
+print(f"max |erf_f32 - erf| = {err:.1e}"
       f"  (float32 spacing at 1.0: {np.finfo(np.float32).eps:.1e})")
 
 # %% [markdown]

@@ -6,22 +6,28 @@ from .. import backend
 from .module import Module
 
 
-def softmax(x, axis=-1):
-    """softmax(x)_i = exp(x_i - max x) / sum_j exp(x_j - max x), stable for any shift of x."""
+def softmax(x, axis=-1, out=None):
+    """softmax(x)_i = exp(x_i - max x) / sum_j exp(x_j - max x), stable for any shift of x.
+
+    ``out=x`` computes it in place (attention does, on its scores), saving an array as big as x.
+    """
     xp = backend.xp_of(x)
-    y = x - x.max(axis=axis, keepdims=True)
+    y = xp.subtract(x, x.max(axis=axis, keepdims=True), out=out)
     xp.exp(y, out=y)
-    y /= y.sum(axis=axis, keepdims=True)
+    y *= 1.0 / y.sum(axis=axis, keepdims=True)
     return y
 
 
-def softmax_backward(y, dy, axis=-1):
+def softmax_backward(y, dy, axis=-1, out=None):
     """Given y = softmax(x) and dy = dL/dy: dL/dx = y * (dy - sum(dy * y)).
 
     From dy_i/dx_j = y_i (delta_ij - y_j), the Jacobian-vector product collapses to one
-    weighted sum per row, so the (N x N) Jacobian is never formed.
+    weighted sum per row, so the (N x N) Jacobian is never formed. ``out=dy`` works in place.
     """
-    return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
+    xp = backend.xp_of(dy)
+    dx = xp.subtract(dy, (dy * y).sum(axis=axis, keepdims=True), out=out)
+    dx *= y
+    return dx
 
 
 def log_softmax(x, axis=-1):
@@ -51,7 +57,6 @@ class Softmax(Module):
 
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
@@ -78,9 +83,7 @@ class GELU(Module):
             t = xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x**3))
             self.save_for_backward(x, t)
             return 0.5 * x * (1.0 + t)
-        cdf = backend.erf(x * _INV_SQRT_2)
-        cdf += 1.0
-        cdf *= 0.5  # Phi(x)
+        cdf = backend.normal_cdf(x)  # Phi(x) = (1 + erf(x / sqrt 2)) / 2
         self.save_for_backward(x, cdf)
         return x * cdf
 
@@ -90,12 +93,14 @@ class GELU(Module):
         if self.approximate == "tanh":
             du = _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * x * x)
             return dout * (0.5 * (1.0 + s) + 0.5 * x * (1.0 - s * s) * du)
-        pdf = xp.exp(-0.5 * x * x)
-        pdf *= _INV_SQRT_2PI  # phi(x)
-        pdf *= x
-        pdf += s
-        pdf *= dout
-        return pdf
+        dx = x * x
+        dx *= -0.5
+        xp.exp(dx, out=dx)
+        dx *= _INV_SQRT_2PI  # phi(x)
+        dx *= x
+        dx += s  # Phi(x) + x phi(x)
+        dx *= dout
+        return dx
 
     def extra_repr(self):
         return f"approximate={self.approximate!r}"

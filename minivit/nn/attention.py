@@ -14,6 +14,13 @@ def sum_to_shape(g, shape):
     return g.sum(axis=axes, keepdims=True).reshape(shape) if axes else g
 
 
+def _token_major(xp, shape, dtype):
+    """An empty array of ``shape`` (..., h, N, d), stored as (..., N, h, d) in memory."""
+    if len(shape) < 3:
+        return xp.empty(shape, dtype=dtype)
+    return xp.empty(shape[:-3] + (shape[-2], shape[-3], shape[-1]), dtype=dtype).swapaxes(-3, -2)
+
+
 class ScaledDotProductAttention(Module):
     """A = softmax(q k^T / sqrt(d) + bias), masked where mask is False;  out = A v.
 
@@ -25,7 +32,12 @@ class ScaledDotProductAttention(Module):
 
     Backward: dv = A^T g and dA = g v^T (g = dL/dout); through the softmax
     dS = A * (dA - rowsum(dA * A)); then dq = dS k / sqrt(d), dk = dS^T q / sqrt(d),
-    dbias = dS summed over the axes the bias was broadcast along.
+    dbias = dS summed over the axes the bias was broadcast along. ``backward(dout, out=(dq, dk,
+    dv))`` writes the three gradients into given arrays (multi-head attention passes views of its
+    fused d[q, k, v] buffer, so no copies are made).
+
+    Memory layout (not semantics): the scores become A in place, and ``out`` is stored token-major,
+    (B, N, h, d) in memory, so that merging the heads back to (B, N, h*d) is a free reshape.
     """
 
     def __init__(self, attn_drop=0.0, rng=None):
@@ -40,20 +52,22 @@ class ScaledDotProductAttention(Module):
             s += bias
         if mask is not None:
             s = xp.where(mask, s, -xp.inf)
-        a = softmax(s)
+        a = softmax(s, out=s)
         self.attn = a
         a_drop = self.attn_drop.forward(a)
         self.save_for_backward(q, k, v, a, a_drop, scale, None if bias is None else bias.shape)
-        return a_drop @ v  # (B, h, N, d)
+        return xp.matmul(a_drop, v, out=_token_major(xp, q.shape[:-1] + v.shape[-1:], q.dtype))
 
-    def backward(self, dout):
+    def backward(self, dout, out=None):
+        xp = backend.xp_of(dout)
         q, k, v, a, a_drop, scale, bias_shape = self.saved()
-        dv = a_drop.swapaxes(-1, -2) @ dout  # (B, h, M, d)
+        dq, dk, dv = out if out is not None else (None, None, None)
+        dv = xp.matmul(a_drop.swapaxes(-1, -2), dout, out=dv)  # (B, h, M, d)
         da = self.attn_drop.backward(dout @ v.swapaxes(-1, -2))  # (B, h, N, M)
-        ds = softmax_backward(a, da)
-        dq = ds @ k
+        ds = softmax_backward(a, da, out=da)
+        dq = xp.matmul(ds, k, out=dq)
         dq *= scale
-        dk = ds.swapaxes(-1, -2) @ q
+        dk = xp.matmul(ds.swapaxes(-1, -2), q, out=dk)
         dk *= scale
         if bias_shape is None:
             return dq, dk, dv
@@ -68,7 +82,7 @@ class MultiHeadSelfAttention(Module):
     d = D / h; scale d^-1/2. ``bias`` and ``mask`` are passed to the attention (see
     ScaledDotProductAttention). Any number of extra tokens (class, distillation) just adds to N.
 
-    Backward: the projection's backward, heads merged back to (B, h, N, d), the attention's
+    Backward: the projection's backward, heads split again to (B, h, N, d), the attention's
     backward for dq, dk, dv, which stack into d[q, k, v] for the qkv projection's backward.
     Returns dL/dz, or (dL/dz, dL/dbias) when a bias was given.
     """
@@ -96,18 +110,17 @@ class MultiHeadSelfAttention(Module):
         h, d = self.num_heads, self.head_dim
         qkv = self.qkv.forward(z).reshape(B, N, 3, h, d).transpose(2, 0, 3, 1, 4)  # (3, B, h, N, d)
         out = self.attn.forward(qkv[0], qkv[1], qkv[2], bias, mask)  # (B, h, N, d)
-        out = out.transpose(0, 2, 1, 3).reshape(B, N, D)  # heads merged: (B, N, D)
+        out = out.transpose(0, 2, 1, 3).reshape(B, N, D)  # heads merged: (B, N, D), no copy
         return self.proj_drop.forward(self.proj.forward(out))
 
     def backward(self, dout):
         B, N, D = dout.shape
         h, d = self.num_heads, self.head_dim
-        g = self.proj.backward(self.proj_drop.backward(dout))
-        grads = self.attn.backward(g.reshape(B, N, h, d).transpose(0, 2, 1, 3))  # (B, h, N, d) each
         xp = backend.xp_of(dout)
-        dqkv = xp.empty((B, N, 3, h, d), dtype=dout.dtype)
-        for i in range(3):
-            dqkv[:, :, i] = grads[i].transpose(0, 2, 1, 3)
+        g = self.proj.backward(self.proj_drop.backward(dout))
+        dqkv = xp.empty((B, N, 3, h, d), dtype=dout.dtype)  # d[q, k, v] in the layout of qkv's output
+        grads = self.attn.backward(g.reshape(B, N, h, d).transpose(0, 2, 1, 3),  # (B, h, N, d)
+                                   out=dqkv.transpose(2, 0, 3, 1, 4))  # dq, dk, dv written into dqkv
         dz = self.qkv.backward(dqkv.reshape(B, N, 3 * D))
         return dz if len(grads) == 3 else (dz, grads[3])
 

@@ -1,0 +1,216 @@
+"""Datasets, readers (on small files written here), augmentation and batching."""
+
+import gzip
+import os
+
+import numpy as np
+import pytest
+
+from minivit.data import (
+    CIFAR_RECORD,
+    batches,
+    load_cifar10,
+    load_dataset,
+    load_digits,
+    load_mnist,
+    load_synthetic,
+    random_crop,
+    random_flip,
+    read_idx,
+)
+
+# ----------------------------------------------------------------------------- digits
+
+def test_digits_split_is_fixed_stratified_80_20():
+    ds = load_digits()
+    assert ds.x_train.shape[1:] == (1, 8, 8) and ds.x_train.dtype == np.float32
+    assert len(ds.y_train) + len(ds.y_test) == 1797
+    assert len(ds.y_test) == pytest.approx(0.2 * 1797, abs=5)
+    assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
+    n_class = np.bincount(np.concatenate([ds.y_train, ds.y_test]))
+    assert np.all(np.abs(np.bincount(ds.y_test) - 0.2 * n_class) <= 0.5)  # every class 20%, rounded
+    again = load_digits()
+    np.testing.assert_array_equal(again.y_test, ds.y_test)
+    np.testing.assert_array_equal(again.x_test, ds.x_test)
+    # train and test hold different images (the data has no exact duplicates across them)
+    train_rows = {r.tobytes() for r in ds.x_train}
+    assert not any(r.tobytes() in train_rows for r in ds.x_test)
+    assert ds.crop_padding == 1 and not ds.flip
+
+
+def test_normalisation_uses_training_statistics():
+    ds = load_digits()
+    z = ds.normalize(ds.x_train)
+    assert abs(z.mean()) < 1e-5 and z.std() == pytest.approx(1.0, abs=1e-4)
+    assert ds.mean.shape == (1, 1, 1, 1)
+    assert abs(ds.normalize(ds.x_test).mean()) < 0.1  # the test split is close to, not exactly, 0
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+def test_random_crop_is_a_shift_with_zero_fill():
+    gen = np.random.default_rng(0)
+    x = np.random.default_rng(1).random((200, 2, 5, 6)).astype(np.float32)
+    state = gen.bit_generator.state
+    out = random_crop(x, 1, gen)
+    gen.bit_generator.state = state
+    dy, dx = gen.integers(0, 3, size=(2, 200))  # the offsets random_crop drew
+    for b in range(200):
+        pad = np.zeros((2, 7, 8), dtype=np.float32)
+        pad[:, 1:6, 1:7] = x[b]
+        np.testing.assert_array_equal(out[b], pad[:, dy[b]:dy[b] + 5, dx[b]:dx[b] + 6])
+    shifts = {(int(a), int(b)) for a, b in zip(dy, dx, strict=True)}
+    assert len(shifts) == 9  # all 3x3 shifts occur
+    assert random_crop(x, 0, gen) is x
+
+
+def test_random_flip_mirrors_about_half():
+    gen = np.random.default_rng(0)
+    x = np.random.default_rng(1).random((400, 1, 4, 4))
+    out = random_flip(x, gen)
+    flipped = np.array([np.array_equal(o, xi[..., ::-1]) for o, xi in zip(out, x, strict=True)])
+    same = np.array([np.array_equal(o, xi) for o, xi in zip(out, x, strict=True)])
+    assert np.all(flipped ^ same)
+    assert 150 < flipped.sum() < 250
+
+
+def test_batches_shuffle_cover_everything_and_repeat_from_a_saved_state():
+    ds = load_synthetic()
+    gen = np.random.default_rng(3)
+    epoch1 = list(batches(ds, 32, gen, train=True))
+    assert [len(y) for _, y in epoch1] == [32, 32, 16]  # the last batch keeps the remainder
+    labels = np.concatenate([y for _, y in epoch1])
+    np.testing.assert_array_equal(np.sort(labels), np.sort(ds.y_train))
+    assert not np.array_equal(labels, ds.y_train)  # shuffled
+    state = gen.bit_generator.state
+    epoch2 = list(batches(ds, 32, gen, train=True))
+    gen2 = np.random.default_rng(99)
+    gen2.bit_generator.state = state
+    for (a, ya), (b, yb) in zip(epoch2, batches(ds, 32, gen2, train=True), strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(ya, yb)
+    # test batches: in order, normalised, not augmented
+    xt = np.concatenate([x for x, _ in batches(ds, 16)])
+    np.testing.assert_allclose(xt, ds.normalize(ds.x_test), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- MNIST IDX files
+
+def write_idx(path, array, magic=None, truncate=0):
+    array = np.asarray(array, dtype=np.uint8)
+    magic = magic if magic is not None else 0x800 + array.ndim
+    raw = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape) + array.tobytes()
+    raw = raw[:len(raw) - truncate]
+    if path.endswith(".gz"):
+        with gzip.open(path, "wb") as f:
+            f.write(raw)
+    else:
+        with open(path, "wb") as f:
+            f.write(raw)
+
+
+def write_mnist(folder, gz=False, n_train=12, n_test=6):
+    gen = np.random.default_rng(0)
+    arrays = {"train-images-idx3-ubyte": gen.integers(0, 256, (n_train, 28, 28)),
+              "train-labels-idx1-ubyte": gen.integers(0, 10, n_train),
+              "t10k-images-idx3-ubyte": gen.integers(0, 256, (n_test, 28, 28)),
+              "t10k-labels-idx1-ubyte": gen.integers(0, 10, n_test)}
+    for name, a in arrays.items():
+        write_idx(os.path.join(folder, name + (".gz" if gz else "")), a)
+    return arrays
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_reader(tmp_path, gz):
+    arrays = write_mnist(str(tmp_path), gz=gz)
+    ds = load_dataset("mnist", str(tmp_path))
+    assert ds.x_train.shape == (12, 1, 28, 28) and ds.x_test.shape == (6, 1, 28, 28)
+    np.testing.assert_allclose(ds.x_train[:, 0] * 255, arrays["train-images-idx3-ubyte"], atol=1e-4)
+    np.testing.assert_array_equal(ds.y_test, arrays["t10k-labels-idx1-ubyte"])
+    assert not ds.flip
+
+
+def test_idx_errors_name_the_file_and_the_format(tmp_path):
+    p = str(tmp_path / "x-idx3-ubyte")
+    with pytest.raises(ValueError, match=r"x-idx3-ubyte: file not found; expected an IDX file"):
+        read_idx(p, 3)
+    write_idx(p, np.zeros((2, 3, 3)), magic=0x801)
+    with pytest.raises(ValueError, match=r"x-idx3-ubyte: wrong magic number 0x00000801; expected .*00803"):
+        read_idx(p, 3)
+    write_idx(p, np.zeros((2, 3, 3)), truncate=5)
+    with pytest.raises(ValueError, match=r"x-idx3-ubyte: 29 bytes, but its header promises shape "
+                                         r"\(2, 3, 3\), i.e. 34 bytes"):
+        read_idx(p, 3)
+    with open(p, "wb") as f:
+        f.write(b"\x00\x00")
+    with pytest.raises(ValueError, match="too short for the IDX header"):
+        read_idx(p, 3)
+    gz = str(tmp_path / "y-idx1-ubyte.gz")
+    with open(gz, "wb") as f:
+        f.write(b"this is not gzip data")
+    with pytest.raises(ValueError, match=r"y-idx1-ubyte.gz: cannot read it"):
+        read_idx(gz, 1)
+
+
+def test_mnist_mismatched_or_missing_files(tmp_path):
+    write_mnist(str(tmp_path))
+    write_idx(str(tmp_path / "t10k-labels-idx1-ubyte"), np.zeros(5))
+    with pytest.raises(ValueError, match="holds 6 images but .*t10k-labels-idx1-ubyte holds 5 labels"):
+        load_mnist(str(tmp_path))
+    os.remove(tmp_path / "t10k-labels-idx1-ubyte")
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte: file not found"):
+        load_mnist(str(tmp_path))
+    with pytest.raises(ValueError, match="--data-dir"):
+        load_dataset("mnist")
+
+
+# ----------------------------------------------------------------------------- CIFAR-10 binary batches
+
+def write_cifar(folder, n=3):
+    os.makedirs(folder, exist_ok=True)
+    gen = np.random.default_rng(0)
+    contents = {}
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        labels = gen.integers(0, 10, n).astype(np.uint8)
+        images = gen.integers(0, 256, (n, 3, 32, 32)).astype(np.uint8)
+        rec = np.concatenate([labels[:, None], images.reshape(n, -1)], axis=1)
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(rec.tobytes())
+        contents[name] = (images, labels)
+    return contents
+
+
+def test_cifar10_reader(tmp_path):
+    contents = write_cifar(str(tmp_path / "cifar-10-batches-bin"))
+    ds = load_dataset("cifar10", str(tmp_path))  # the parent folder works as well as the folder itself
+    assert ds.x_train.shape == (15, 3, 32, 32) and ds.x_test.shape == (3, 3, 32, 32)
+    images, labels = contents["data_batch_2.bin"]
+    np.testing.assert_allclose(ds.x_train[3:6] * 255, images, atol=1e-4)  # channels red, green, blue
+    np.testing.assert_array_equal(ds.y_test, contents["test_batch.bin"][1])
+    assert ds.flip and ds.crop_padding == 4
+    same = load_cifar10(str(tmp_path / "cifar-10-batches-bin"))
+    np.testing.assert_array_equal(same.y_train, ds.y_train)
+
+
+def test_cifar10_errors(tmp_path):
+    folder = tmp_path / "cifar-10-batches-bin"
+    write_cifar(str(folder))
+    path = folder / "data_batch_3.bin"
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-100])
+    with pytest.raises(ValueError, match=r"data_batch_3.bin: \d+ bytes is not a whole number of records"):
+        load_cifar10(str(tmp_path))
+    bad = bytearray(raw)
+    bad[CIFAR_RECORD] = 200  # the second record's label byte
+    path.write_bytes(bytes(bad))
+    with pytest.raises(ValueError, match="data_batch_3.bin: label byte 200 found; expected a CIFAR-10"):
+        load_cifar10(str(tmp_path))
+    os.remove(folder / "test_batch.bin")
+    path.write_bytes(raw)
+    with pytest.raises(ValueError, match="test_batch.bin: file not found; expected a CIFAR-10 binary batch"):
+        load_cifar10(str(tmp_path))
+
+
+def test_unknown_dataset():
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
+        load_dataset("imagenet")

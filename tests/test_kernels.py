@@ -1,0 +1,99 @@
+"""The fast float32 kernels: erf and the normal CDF against scipy, and the fit behind them."""
+
+import numpy as np
+import pytest
+import scipy.special
+
+from minivit import backend, kernels
+
+
+def _grid():
+    """Dense over [-10, 10] (erf is +-1 in float32 beyond |x| = 3.9), denser near 0, and the
+    extremes of float32 (x^2 overflows there)."""
+    big = np.finfo(np.float32).max
+    x = np.concatenate([np.linspace(-10.0, 10.0, 2_000_001), np.linspace(-1e-3, 1e-3, 20_001),
+                        [1e-30, -1e-30, 1e-40, -1e-40, 1e19, -1e19, big, -big]])
+    return x.astype(np.float32)
+
+
+def test_erf_f32_within_2e_7_of_scipy():
+    x = _grid()
+    y = kernels.erf_f32(x)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    err = np.abs(y.astype(np.float64) - scipy.special.erf(x.astype(np.float64)))
+    assert err.max() < 2e-7, f"worst {err.max():.2e} at x = {x[err.argmax()]!r}"
+
+
+def test_erf_f32_every_float_where_the_error_peaks():
+    # the float32 evaluation error is largest where erf bends towards 1: check every float there
+    lo, hi = np.float32(0.5).view(np.int32), np.float32(2.0).view(np.int32)
+    x = np.arange(lo, hi, 7, dtype=np.int32).view(np.float32)  # every 7th float: 2.4M values
+    err = np.abs(kernels.erf_f32(x) - scipy.special.erf(x.astype(np.float64)))
+    assert err.max() < 2e-7, f"worst {err.max():.2e} at x = {x[err.argmax()]!r}"
+
+
+def test_erf_f32_special_values():
+    x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan], dtype=np.float32)
+    y = kernels.erf_f32(x)
+    np.testing.assert_array_equal(y[:4], [0.0, -0.0, 1.0, -1.0])
+    assert np.signbit(y[1]) and not np.signbit(y[0])  # erf(-0) = -0
+    assert np.isnan(y[4])
+
+
+def test_erf_f32_is_odd_exactly_and_monotone():
+    x = np.linspace(0.0, 6.0, 600_001, dtype=np.float32)
+    y = kernels.erf_f32(x)
+    np.testing.assert_array_equal(kernels.erf_f32(-x), -y)
+    assert np.all(np.diff(y) >= 0) and y.max() <= 1.0
+
+
+def test_normal_cdf_f32_within_1e_7_of_scipy():
+    x = _grid()
+    y = kernels.normal_cdf_f32(x)
+    assert y.dtype == np.float32
+    err = np.abs(y.astype(np.float64) - scipy.special.ndtr(x.astype(np.float64)))
+    assert err.max() < 1e-7, f"worst {err.max():.2e} at x = {x[err.argmax()]!r}"
+    np.testing.assert_array_equal(kernels.normal_cdf_f32(np.array([-np.inf, 0.0, np.inf], np.float32)),
+                                  [0.0, 0.5, 1.0])
+
+
+@pytest.mark.parametrize("fn", [kernels.erf_f32, kernels.normal_cdf_f32])
+@pytest.mark.parametrize("layout", ["transposed", "strided", "0-d", "empty", "blocks"])
+def test_kernels_take_any_layout(fn, layout):
+    gen = np.random.default_rng(0)
+    x = (3 * gen.standard_normal((60, 50))).astype(np.float32)
+    x = {"transposed": x.T, "strided": x[:, ::3], "0-d": x[0, 0, ...], "empty": x[:0],
+         "blocks": (3 * gen.standard_normal(2 * kernels._BLOCK + 5)).astype(np.float32)}[layout]
+    ref = {kernels.erf_f32: scipy.special.erf, kernels.normal_cdf_f32: scipy.special.ndtr}[fn]
+    y = fn(x)
+    assert y.shape == x.shape and y.dtype == np.float32
+    np.testing.assert_allclose(y, ref(x.astype(np.float64)), rtol=0, atol=2e-7)
+
+
+def test_backend_routes_float32_to_the_kernels_and_float64_to_scipy():
+    x = np.linspace(-5, 5, 1001)
+    np.testing.assert_array_equal(backend.erf(x), scipy.special.erf(x))
+    np.testing.assert_array_equal(backend.normal_cdf(x), scipy.special.ndtr(x))
+    x32 = x.astype(np.float32)
+    np.testing.assert_array_equal(backend.erf(x32), kernels.erf_f32(x32))
+    np.testing.assert_array_equal(backend.normal_cdf(x32), kernels.normal_cdf_f32(x32))
+
+
+def test_fit_reproduces_the_stored_coefficients():
+    p = kernels.fit_erf_coefficients()
+    # a linear program solved to its solver's tolerances: the same optimum to ~1e-7 relative
+    np.testing.assert_allclose(p, kernels.ERF_P, rtol=1e-5)
+    # and the fitted function is within 6e-8 of erf (float64 evaluation: the approximation alone)
+    x = np.linspace(0.0, 6.0, 600_001)
+    approx = np.tanh(x * np.polynomial.polynomial.polyval(x * x, p))
+    assert np.abs(approx - scipy.special.erf(x)).max() < 6e-8
+
+
+def test_g_is_increasing_so_the_tail_is_safe():
+    # g(x) = x P(x^2) grows on [0, inf): g'(x) = P(u) + 2 u P'(u) (u = x^2) has no root u > 0.
+    # Beyond the fit interval tanh(g) therefore stays above tanh(g(4)), which rounds to 1.
+    P = np.polynomial.Polynomial(kernels.ERF_P)
+    u = np.polynomial.Polynomial([0.0, 1.0])
+    roots = (P + 2 * u * P.deriv()).roots()
+    assert not any(abs(r.imag) < 1e-12 and r.real > 0 for r in roots)
+    assert np.float32(np.tanh(4.0 * P(16.0))) == 1.0
