@@ -18,7 +18,8 @@ forward matmul); the peak is the best of NumPy's and torch's sgemm on a large sq
 measured here. Peak memory is measured per framework in a fresh subprocess (a process's peak
 resident memory cannot be split between two frameworks): the growth of peak RSS from just before
 the model is built through two training steps (the second with the optimizer state allocated),
-so it includes weights, gradients, optimizer state, activations and temporaries. On CUDA it is the caching allocators' peak reserved memory.
+so it includes weights, gradients, optimizer state, activations and temporaries. On CUDA it is
+the caching allocators' peak reserved memory.
 
 ``--json PATH`` writes the results; ``--plot PATH`` draws the bar chart of docs/benchmarks.md.
 """
@@ -52,14 +53,14 @@ def parse_args(argv=None):
     p.add_argument("--torch-attention", choices=["math", "sdpa"], default="math",
                    help="torch attention as explicit matmuls + softmax (math, as minivit) or "
                         "F.scaled_dot_product_attention (sdpa)")
-    p.add_argument("--quick", action="store_true", help="CI smoke run: tiny32, 1 warm-up + 2 steps")
+    p.add_argument("--quick", action="store_true", help="CI smoke run: tiny32, 2 steps, no warm-up")
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--plot", metavar="PATH", help="draw the bar chart (PNG)")
     p.add_argument("--memory-probe", choices=["minivit", "torch"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
-        args.config, args.steps, args.warmup = "tiny32", 2, 1
+        args.config, args.steps, args.warmup = "tiny32", 2, 0
     if args.steps < 1 or args.warmup < 0 or args.threads < 1:
         p.error("--steps and --threads must be >= 1, --warmup >= 0")
     return args
@@ -72,8 +73,10 @@ for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout
+# isort: off
 import minivit  # noqa: E402  (before numpy)
 import numpy as np  # noqa: E402
+# isort: on
 from minivit import backend  # noqa: E402
 from minivit.losses import CrossEntropyLoss  # noqa: E402
 from minivit.models import VisionTransformer  # noqa: E402

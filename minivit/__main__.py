@@ -34,6 +34,8 @@ def build_parser():
     t.add_argument("--label-smoothing", type=float, help=f"(default {d['label_smoothing']})")
     t.add_argument("--drop-path", type=float,
                    help=f"stochastic depth rate of the last block (default {d['drop_path']})")
+    t.add_argument("--mixup", type=float, metavar="ALPHA",
+                   help=f"mixup with lambda ~ Beta(ALPHA, ALPHA); 0 is off (default {d['mixup']})")
     t.add_argument("--clip-grad", type=float, help="clip the global gradient norm to this (default: off)")
     t.add_argument("--seed", type=int,
                    help=f"seeds initialisation, dropout and data order (default {d['seed']})")

@@ -215,6 +215,15 @@ def random_flip(x, gen):
     return np.where(flip[:, None, None, None], x[..., ::-1], x)
 
 
+def mixup(x, alpha, gen):
+    """Mixup (Zhang et al., 2018): x~ = lam x + (1 - lam) x[perm], lam ~ Beta(alpha, alpha), perm a
+    random pairing within the batch. The loss mixes the same way, lam L(y) + (1 - lam) L(y[perm]).
+    Returns (x~, perm, lam)."""
+    lam = float(gen.beta(alpha, alpha))
+    perm = gen.permutation(len(x))
+    return lam * x + (1.0 - lam) * x[perm], perm, lam
+
+
 def batches(ds, batch_size, gen=None, train=False):
     """Yield normalised (x, y) host batches. With ``train``: shuffled and augmented from ``gen``
     (a numpy Generator; its state after the epoch decides the next epoch); otherwise in order."""

@@ -1,8 +1,10 @@
-"""Small numerical kernels shared by the layers, kept in one place.
+"""The speed tricks, kept in one place: a fast float32 erf, and spreading work over CPU threads.
 
-A fast float32 error function. NumPy has no erf, and scipy's float32 ``erf`` evaluates a scalar
-series per element, about 80x the cost of ``np.tanh``; the exact GELU needs erf over every hidden
-activation, so this matters for training speed. Here
+Layers call these through small, named functions; each layer still reads as its equation.
+
+1. A fast float32 error function. NumPy has no erf, and scipy's float32 ``erf`` evaluates a
+scalar series per element, about 80x the cost of ``np.tanh``; the exact GELU needs erf over every
+hidden activation, so this matters for training speed. Here
 
     erf(x) ~= tanh(g(x)),   g(x) = x P(x^2),   deg P = 6,
 
@@ -12,12 +14,23 @@ error of g by 1 - erf(x)^2 where erf approaches +-1. g is increasing on all of [
 of g' there), so beyond the fit interval tanh(g) stays at 1 in float32, as erf does; +-0, +-inf
 and nan map to +-0, +-1 and nan. The approximation itself is within 6e-8 of erf; evaluated in
 float32 (Horner's rule with in-place ufuncs on blocks that stay in cache, then NumPy's SIMD tanh)
-the max abs error against scipy's erf is 1.4e-7 over a dense grid. The float64 gradient checks do
-not use this: float64 goes to the library erf (backend.erf).
+the max abs error against scipy's erf is 1.4e-7 over a dense grid. ``normal_cdf_f32`` is
+Phi(x) = (1 + erf(x / sqrt 2)) / 2 from the same polynomial, the 1/sqrt(2) folded into its
+coefficients. The float64 gradient checks use neither: float64 goes to the library functions.
 
-``normal_cdf_f32`` is Phi(x) = (1 + erf(x / sqrt 2)) / 2 from the same polynomial, with the
-1/sqrt(2) folded into its coefficients, so the GELU pays no extra pass for the scaling.
+2. Threads. NumPy runs elementwise work on one core, while BLAS runs matmuls on all of them.
+``parallel(fn, *arrays)`` cuts the arrays into one slab per thread and runs ``fn`` on the slabs at
+once (NumPy releases the interpreter lock inside its loops). ``matmul(a, b)`` multiplies stacks of
+matrices the same way, each thread with single-threaded BLAS: a stack of many small products
+(attention's B*h heads) otherwise pays a BLAS thread hand-off per product. OpenBLAS's idle
+threads must not spin while this runs, hence the short OPENBLAS_THREAD_TIMEOUT that minivit sets
+before NumPy loads. The thread count is MINIVIT_NUM_THREADS, else OPENBLAS_NUM_THREADS, else the
+CPUs this process may run on. On CuPy all of this is the GPU's business: plain calls.
 """
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -31,7 +44,7 @@ ERF_P = (
 _ERF_P32 = tuple(np.float32(c) for c in ERF_P)
 # Phi(x) = 1/2 + tanh((x / sqrt 2) P(x^2 / 2)) / 2: coefficient k gets 1 / (sqrt(2) 2^k)
 _CDF_P32 = tuple(np.float32(c / (np.sqrt(2.0) * 2.0**k)) for k, c in enumerate(ERF_P))
-_BLOCK = 1 << 15  # float32 elements per block: the block's few arrays stay in L2 cache
+_BLOCK = 1 << 16  # float32 elements per block: the block's three arrays stay in L2 cache
 
 
 def fit_erf_coefficients(degree=6, a=4.0, nodes=4000):
@@ -62,14 +75,13 @@ def fit_erf_coefficients(degree=6, a=4.0, nodes=4000):
     return res.x[:-1] / (a * a) ** powers
 
 
-def _tanh_of_odd_poly(x, coef):
-    """tanh(x P(x^2)) of a float32 array, P's float32 coefficients lowest first."""
-    out = np.empty(x.shape, dtype=np.float32)  # C order, so out.reshape(-1) is a view
-    xf, of = x.reshape(-1), out.reshape(-1)
-    u = np.empty(min(_BLOCK, xf.size), dtype=np.float32)
+def _tanh_of_odd_poly(x, out, coef, cdf):
+    """out = tanh(x P(x^2)) for 1-D float32 x, P's float32 coefficients lowest first; with cdf,
+    out = (1 + tanh(x P(x^2))) / 2."""
+    u = np.empty(min(_BLOCK, x.size), dtype=np.float32)
     with np.errstate(over="ignore"):  # x^2 -> inf for huge |x|: the result tanh(+-inf) is right
-        for s in range(0, xf.size, _BLOCK):
-            xb, ob = xf[s:s + _BLOCK], of[s:s + _BLOCK]
+        for s in range(0, x.size, _BLOCK):
+            xb, ob = x[s:s + _BLOCK], out[s:s + _BLOCK]
             ub = u[:xb.size]
             np.multiply(xb, xb, out=ub)  # u = x^2
             np.multiply(ub, coef[-1], out=ob)  # Horner: P(u) = p0 + u (p1 + u (p2 + ...))
@@ -79,6 +91,14 @@ def _tanh_of_odd_poly(x, coef):
             ob += coef[0]
             ob *= xb  # g = x P(u)
             np.tanh(ob, out=ob)
+            if cdf:
+                ob += 1.0
+                ob *= 0.5
+
+
+def _odd_poly_kernel(x, coef, cdf):
+    out = np.empty(x.shape, dtype=np.float32)  # C order, so out.reshape(-1) is a view
+    parallel(lambda xs, outs: _tanh_of_odd_poly(xs, outs, coef, cdf), x.reshape(-1), out.reshape(-1))
     return out
 
 
@@ -88,7 +108,7 @@ def erf_f32(x):
         import cupyx.scipy.special as sp  # CuPy's float32 erf is a fast GPU kernel already
 
         return sp.erf(x)
-    return _tanh_of_odd_poly(x, _ERF_P32)
+    return _odd_poly_kernel(x, _ERF_P32, cdf=False)
 
 
 def normal_cdf_f32(x):
@@ -97,7 +117,76 @@ def normal_cdf_f32(x):
         import cupyx.scipy.special as sp
 
         return sp.ndtr(x)
-    out = _tanh_of_odd_poly(x, _CDF_P32)
-    out += 1.0
-    out *= 0.5
+    return _odd_poly_kernel(x, _CDF_P32, cdf=True)
+
+
+# ----------------------------------------------------------------------------- threads
+
+def _threads_from_env():
+    for var in ("MINIVIT_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        if os.environ.get(var, "").strip().isdigit():
+            return max(1, int(os.environ[var]))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+NUM_THREADS = _threads_from_env()  # read once, at import
+_MIN_WORK = 1 << 15  # elements per thread at least: a hand-off to a thread costs ~10-50 us
+_pool = ThreadPoolExecutor(NUM_THREADS - 1, thread_name_prefix="minivit") if NUM_THREADS > 1 else None
+_inside = threading.local()  # set while a slab runs: nested calls run serially, never deadlock
+_blas = None  # threadpoolctl's controller of the BLAS library, found on first use
+
+
+def _slabs(a, axis):
+    """How many slabs to cut ``a`` into along ``axis`` (1: do not split)."""
+    if backend.is_cupy(a) or a.ndim <= axis or getattr(_inside, "busy", False):
+        return 1
+    return max(1, min(NUM_THREADS, a.shape[axis], a.size // _MIN_WORK))
+
+
+def parallel(fn, *arrays, axis=0):
+    """Run ``fn(*slabs)``, the arrays cut along ``axis`` into one slab per thread, concurrently.
+
+    The arrays share their length along ``axis``; ``fn`` must treat slabs independently (work
+    elementwise or reduce along other axes) and write its results into one of the arrays.
+    Small arrays, nested calls and CuPy arrays get one plain call ``fn(*arrays)``.
+    """
+    k = _slabs(arrays[0], axis)
+    if k == 1:
+        fn(*arrays)
+        return
+    n, cut = arrays[0].shape[axis], (slice(None),) * axis
+    bounds = [n * i // k for i in range(k + 1)]
+
+    def run(i):
+        _inside.busy = True
+        try:
+            fn(*(a[cut + (slice(bounds[i], bounds[i + 1]),)] for a in arrays))
+        finally:
+            _inside.busy = False
+
+    futures = [_pool.submit(run, i) for i in range(1, k)]
+    run(0)  # the calling thread takes the first slab
+    for f in futures:
+        f.result()
+
+
+def matmul(a, b, out=None):
+    """a @ b for stacks of matrices (..., n, k) @ (..., k, m), ``out`` optional.
+
+    On NumPy, stacks of the same leading length are split across the threads, each thread running
+    single-threaded BLAS on its share; anything else is a plain ``matmul``.
+    """
+    global _blas
+    xp = backend.xp_of(a)
+    if a.ndim < 3 or b.ndim != a.ndim or a.shape[0] != b.shape[0] or _slabs(a, 0) == 1:
+        return xp.matmul(a, b, out=out)
+    if out is None:
+        lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        out = np.empty(lead + (a.shape[-2], b.shape[-1]), dtype=np.result_type(a, b))
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController  # ships with scikit-learn
+
+        _blas = ThreadpoolController()
+    with _blas.limit(limits=1, user_api="blas"):
+        parallel(lambda x, y, o: np.matmul(x, y, out=o), a, b, out)
     return out

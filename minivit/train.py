@@ -29,7 +29,7 @@ from .optim import AdamW, WarmupCosine, clip_grad_norm
 # The defaults train vit_digits on digits to >= 98% test accuracy in about a minute of CPU.
 DEFAULTS = dict(
     model="vit_digits", dataset="digits", data_dir=None, epochs=100, batch_size=64, lr=2e-3,
-    weight_decay=0.05, warmup=5, label_smoothing=0.1, drop_path=0.1, clip_grad=None, seed=0,
+    weight_decay=0.05, warmup=5, label_smoothing=0.1, drop_path=0.1, mixup=0.0, clip_grad=None, seed=0,
     backend="numpy", teacher=None, distill=None, alpha=None, tau=3.0,
 )
 DISTILL_ALPHA = {"soft": 0.1, "hard": 0.5}  # DeiT's values (and tau = 3 for soft)
@@ -65,44 +65,58 @@ def check_fits(model, ds, what):
 
 # ----------------------------------------------------------------------------- the objective
 
-class Objective:
-    """The training loss of a student, with or without a teacher.
+class LabelLoss:
+    """Training on the labels alone, in the distillation losses' interface: both heads learn y,
+    L = (CE(z_cls, y) + CE(z_dist, y)) / 2. For a one-head student (z_cls = z_dist = z) this is
+    CE(z), and the sum of the two gradients is CE's gradient. backward(dout) -> (dz_cls, dz_dist).
+    """
 
-    Without a teacher: cross-entropy; a two-head student (DeiT) trains both heads on the labels,
-    L = (CE(z_cls, y) + CE(z_dist, y)) / 2. With a teacher: the soft or hard distillation loss of
-    (z_cls, z_dist) and the teacher's eval-mode logits; a one-head student passes its logits as both
-    and gets the sum of the two gradients. ``backward`` returns what the student's backward takes.
+    def __init__(self, label_smoothing=0.0):
+        self.ce = (CrossEntropyLoss(label_smoothing), CrossEntropyLoss(label_smoothing))
+
+    def forward(self, z_cls, z_dist, labels, z_teacher=None):
+        return 0.5 * (self.ce[0].forward(z_cls, labels) + self.ce[1].forward(z_dist, labels))
+
+    def backward(self, dout=1.0):
+        return self.ce[0].backward(0.5 * dout), self.ce[1].backward(0.5 * dout)
+
+
+def make_loss(config):
+    """LabelLoss without a teacher, else DeiT's soft or hard distillation loss."""
+    ls = config["label_smoothing"]
+    if not config["teacher"]:
+        return LabelLoss(ls)
+    if config["distill"] == "soft":
+        return SoftDistillationLoss(config["alpha"], config["tau"], label_smoothing=ls)
+    return HardDistillationLoss(config["alpha"], label_smoothing=ls)
+
+
+class Objective:
+    """The training loss of any student: L = lam L(y) + (1 - lam) L(y2), with L from make_loss.
+
+    lam = 1 and no y2 without mixup. The student's output is (z_cls, z_dist) for DeiT, or one z,
+    which goes in as both heads and gets the sum of the two gradients. The teacher, if any, sees
+    the same (mixed) images in eval mode, once per batch. ``backward`` returns what the student's
+    backward takes.
     """
 
     def __init__(self, config, teacher=None):
         self.teacher = teacher
-        ls = config["label_smoothing"]
-        if teacher is None:
-            self.losses = (CrossEntropyLoss(ls), CrossEntropyLoss(ls))
-        elif config["distill"] == "soft":
-            self.loss = SoftDistillationLoss(config["alpha"], config["tau"], label_smoothing=ls)
-        else:
-            self.loss = HardDistillationLoss(config["alpha"], label_smoothing=ls)
+        self.losses = (make_loss(config), make_loss(config))  # the second for mixup's partner labels
 
-    def forward(self, out, x, y):
+    def forward(self, out, x, y, y2=None, lam=1.0):
         """Loss and the logits to score accuracy with (the average of two heads)."""
         self.pair = isinstance(out, tuple)
         z_cls, z_dist = out if self.pair else (out, out)
-        if self.teacher is not None:
-            loss = self.loss.forward(z_cls, z_dist, y, self.teacher.forward(x))
-        elif self.pair:
-            loss = 0.5 * (self.losses[0].forward(z_cls, y) + self.losses[1].forward(z_dist, y))
-        else:
-            loss = self.losses[0].forward(z_cls, y)
+        z_teacher = None if self.teacher is None else self.teacher.forward(x)
+        self.weights = (lam,) if y2 is None else (lam, 1.0 - lam)
+        loss = sum(w * f.forward(z_cls, z_dist, labels, z_teacher)
+                   for f, w, labels in zip(self.losses, self.weights, (y, y2), strict=False))
         return loss, (z_cls + z_dist) / 2 if self.pair else z_cls
 
     def backward(self):
-        if self.teacher is not None:
-            d_cls, d_dist = self.loss.backward()
-        elif self.pair:
-            d_cls, d_dist = self.losses[0].backward(0.5), self.losses[1].backward(0.5)
-        else:
-            return self.losses[0].backward()
+        grads = [f.backward(w) for f, w in zip(self.losses, self.weights, strict=False)]
+        d_cls, d_dist = sum(g[0] for g in grads), sum(g[1] for g in grads)
         return (d_cls, d_dist) if self.pair else d_cls + d_dist
 
 
@@ -156,6 +170,7 @@ def train(config, out, resume=None, stop_after=None, quiet=False, log=print):
     ``stop_after``: stop after this epoch (the run can be continued from last.npz).
     Returns the history, a list of rows with the COLUMNS.
     """
+    config = {**DEFAULTS, **config}  # settings added since an older checkpoint take their defaults
     backend.use(config["backend"])
     ds = data.load_dataset(config["dataset"], config["data_dir"])
     if resume is None:
@@ -195,8 +210,12 @@ def train(config, out, resume=None, stop_after=None, quiet=False, log=print):
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{config['epochs']}", disable=quiet,
                    leave=True, dynamic_ncols=True)
         for x, y in data.batches(ds, config["batch_size"], data_rng, train=True):
+            y2, lam = None, 1.0
+            if config["mixup"]:
+                x, perm, lam = data.mixup(x, config["mixup"], data_rng)
+                y2 = y[perm]
             x = backend.asarray(x)
-            loss, logits = objective.forward(model.forward(x), x, y)
+            loss, logits = objective.forward(model.forward(x), x, y, y2, lam)
             model.zero_grad()
             model.backward(objective.backward())
             if config["clip_grad"]:
@@ -204,7 +223,8 @@ def train(config, out, resume=None, stop_after=None, quiet=False, log=print):
             opt.lr = schedule(opt.steps)
             opt.step()
             loss_sum += float(loss) * len(y)
-            correct += int((backend.to_numpy(logits.argmax(axis=1)) == y).sum())
+            pred = backend.to_numpy(logits.argmax(axis=1))
+            correct += lam * (pred == y).sum() + (0.0 if y2 is None else (1.0 - lam) * (pred == y2).sum())
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.2%}", lr=f"{opt.lr:.2e}",
                             img_s=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)

@@ -11,7 +11,8 @@ import pytest
 
 from minivit import checkpoint, create_model, list_models
 from minivit.__main__ import main
-from minivit.train import COLUMNS
+from minivit.losses import CrossEntropyLoss
+from minivit.train import COLUMNS, DEFAULTS, Objective
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = ["--dataset", "synthetic", "--quiet", "--batch-size", "32"]
@@ -57,7 +58,7 @@ def test_one_epoch_writes_every_file(run1):
 
 
 def test_resume_equals_an_uninterrupted_run_bit_for_bit(tmp_path):
-    flags = ["--epochs", "3", "--drop-path", "0.3", "--seed", "4", "--warmup", "1"]
+    flags = ["--epochs", "3", "--drop-path", "0.3", "--seed", "4", "--warmup", "1", "--mixup", "0.5"]
     full, part = tmp_path / "full", tmp_path / "part"
     assert train(full, *flags) == 0
     assert train(part, *flags, "--stop-after", "1") == 0
@@ -73,6 +74,30 @@ def test_resume_equals_an_uninterrupted_run_bit_for_bit(tmp_path):
     # the metrics agree too, except the timing columns
     np.testing.assert_array_equal(a["history"][:, :6], b["history"][:, :6])
     assert [r[:6] for r in rows(full)] == [r[:6] for r in rows(part)]
+
+
+@pytest.mark.parametrize("pair", [False, True])
+def test_objective_mixes_two_label_sets(pair):
+    """Mixup's loss lam CE(z, y) + (1 - lam) CE(z, y2) and its gradient, for one- and two-head students."""
+    gen = np.random.default_rng(0)
+    z, z2 = gen.standard_normal((2, 6, 4))
+    y, y2 = gen.integers(0, 4, 6), gen.integers(0, 4, 6)
+    objective = Objective(dict(DEFAULTS, label_smoothing=0.1))
+    loss, logits = objective.forward((z, z2) if pair else z, None, y, y2, lam=0.3)
+    ces = [CrossEntropyLoss(0.1) for _ in range(4)]
+    heads = (z, z2) if pair else (z, z)
+    expected = sum(0.5 * w * ce.forward(h, labels) for ce, (w, labels, h) in
+                   zip(ces, [(0.3, y, heads[0]), (0.3, y, heads[1]), (0.7, y2, heads[0]), (0.7, y2, heads[1])],
+                       strict=True))
+    assert loss == pytest.approx(expected, rel=1e-12)
+    grads = [0.5 * w * ce.backward() for ce, w in zip(ces, (0.3, 0.3, 0.7, 0.7), strict=True)]
+    d = objective.backward()
+    if pair:
+        np.testing.assert_allclose(d[0], grads[0] + grads[2], rtol=1e-12)
+        np.testing.assert_allclose(d[1], grads[1] + grads[3], rtol=1e-12)
+        np.testing.assert_allclose(logits, (z + z2) / 2)
+    else:
+        np.testing.assert_allclose(d, sum(grads), rtol=1e-12)
 
 
 def test_resume_refuses_other_settings(tmp_path, run1, capsys):

@@ -14,6 +14,7 @@ from minivit.data import (
     load_digits,
     load_mnist,
     load_synthetic,
+    mixup,
     random_crop,
     random_flip,
     read_idx,
@@ -92,6 +93,22 @@ def test_batches_shuffle_cover_everything_and_repeat_from_a_saved_state():
     # test batches: in order, normalised, not augmented
     xt = np.concatenate([x for x, _ in batches(ds, 16)])
     np.testing.assert_allclose(xt, ds.normalize(ds.x_test), rtol=1e-6)
+
+
+def test_mixup_mixes_each_image_with_a_partner():
+    gen = np.random.default_rng(0)
+    x = np.random.default_rng(1).random((16, 1, 4, 4)).astype(np.float32)
+    lams = []
+    for _ in range(50):
+        xm, perm, lam = mixup(x, 0.8, gen)
+        assert sorted(perm) == list(range(16)) and 0.0 < lam < 1.0 and xm.dtype == np.float32
+        np.testing.assert_allclose(xm, lam * x + (1 - lam) * x[perm], rtol=1e-6)
+        lams.append(lam)
+    assert np.std(lams) > 0.1  # Beta(0.8, 0.8) spreads over (0, 1)
+    state = np.random.default_rng(5).bit_generator.state
+    a, b = np.random.default_rng(), np.random.default_rng()
+    a.bit_generator.state = b.bit_generator.state = state
+    np.testing.assert_array_equal(mixup(x, 0.8, a)[0], mixup(x, 0.8, b)[0])
 
 
 # ----------------------------------------------------------------------------- MNIST IDX files

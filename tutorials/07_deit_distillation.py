@@ -100,8 +100,9 @@ fig, axes = plt.subplots(1, 3, figsize=(10, 2.4), sharey=True)
 for ax, tau in zip(axes, (1.0, 3.0, 10.0), strict=True):
     p = np.exp(z_T[0] / tau - (z_T[0] / tau).max())
     ax.bar(range(10), p / p.sum())
-    ax.set_title(f"teacher softmax(z_T / tau), tau = {tau:g}")
+    ax.set_title(f"tau = {tau:g}")
     ax.set_xticks(range(10))
+fig.suptitle("a teacher's softmax(z_T / tau) for a 7 that looks a little like a 1", y=1.05)
 save(fig, out, "07_temperature")
 
 z_cls, z_dist = rng.standard_normal((2, 4, 10))

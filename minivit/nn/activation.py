@@ -2,7 +2,7 @@
 
 import math
 
-from .. import backend
+from .. import backend, kernels
 from .module import Module
 
 
@@ -10,11 +10,17 @@ def softmax(x, axis=-1, out=None):
     """softmax(x)_i = exp(x_i - max x) / sum_j exp(x_j - max x), stable for any shift of x.
 
     ``out=x`` computes it in place (attention does, on its scores), saving an array as big as x.
+    Rows are independent, so ``kernels.parallel`` hands them out to the CPU threads.
     """
-    xp = backend.xp_of(x)
-    y = xp.subtract(x, x.max(axis=axis, keepdims=True), out=out)
-    xp.exp(y, out=y)
-    y *= 1.0 / y.sum(axis=axis, keepdims=True)
+    y = backend.xp_of(x).empty_like(x) if out is None else out
+
+    def rows(x, y):
+        xp = backend.xp_of(x)
+        xp.subtract(x, x.max(axis=axis, keepdims=True), out=y)
+        xp.exp(y, out=y)
+        y *= 1.0 / y.sum(axis=axis, keepdims=True)
+
+    kernels.parallel(rows, x, y, axis=_other_axis(x, axis))
     return y
 
 
@@ -24,10 +30,19 @@ def softmax_backward(y, dy, axis=-1, out=None):
     From dy_i/dx_j = y_i (delta_ij - y_j), the Jacobian-vector product collapses to one
     weighted sum per row, so the (N x N) Jacobian is never formed. ``out=dy`` works in place.
     """
-    xp = backend.xp_of(dy)
-    dx = xp.subtract(dy, (dy * y).sum(axis=axis, keepdims=True), out=out)
-    dx *= y
+    dx = backend.xp_of(dy).empty_like(dy) if out is None else out
+
+    def rows(y, dy, dx):
+        backend.xp_of(dy).subtract(dy, (dy * y).sum(axis=axis, keepdims=True), out=dx)
+        dx *= y
+
+    kernels.parallel(rows, y, dy, dx, axis=_other_axis(y, axis))
     return dx
+
+
+def _other_axis(x, axis):
+    """An axis to cut x along for the threads: any but the one softmax normalises (1-D: none)."""
+    return 1 if axis % max(x.ndim, 1) == 0 else 0
 
 
 def log_softmax(x, axis=-1):
@@ -93,13 +108,18 @@ class GELU(Module):
         if self.approximate == "tanh":
             du = _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * x * x)
             return dout * (0.5 * (1.0 + s) + 0.5 * x * (1.0 - s * s) * du)
-        dx = x * x
-        dx *= -0.5
-        xp.exp(dx, out=dx)
-        dx *= _INV_SQRT_2PI  # phi(x)
-        dx *= x
-        dx += s  # Phi(x) + x phi(x)
-        dx *= dout
+        dx = xp.empty_like(x)
+
+        def grad(x, cdf, dout, dx):  # on slabs of the arrays, one per CPU thread
+            xp.multiply(x, x, out=dx)
+            dx *= -0.5
+            xp.exp(dx, out=dx)
+            dx *= _INV_SQRT_2PI  # phi(x)
+            dx *= x
+            dx += cdf  # Phi(x) + x phi(x)
+            dx *= dout
+
+        kernels.parallel(grad, x, s, dout, dx)
         return dx
 
     def extra_repr(self):

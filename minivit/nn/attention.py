@@ -1,6 +1,6 @@
 """Scaled dot-product attention and multi-head self-attention (Vaswani et al., 2017)."""
 
-from .. import backend
+from .. import backend, kernels
 from .activation import softmax, softmax_backward
 from .linear import Linear
 from .module import Module
@@ -37,7 +37,8 @@ class ScaledDotProductAttention(Module):
     fused d[q, k, v] buffer, so no copies are made).
 
     Memory layout (not semantics): the scores become A in place, and ``out`` is stored token-major,
-    (B, N, h, d) in memory, so that merging the heads back to (B, N, h*d) is a free reshape.
+    (B, N, h, d) in memory, so that merging the heads back to (B, N, h*d) is a free reshape. The
+    products are ``kernels.matmul``: the B*h small matrix products spread over the CPU threads.
     """
 
     def __init__(self, attn_drop=0.0, rng=None):
@@ -47,7 +48,7 @@ class ScaledDotProductAttention(Module):
     def forward(self, q, k, v, bias=None, mask=None):
         xp = backend.xp_of(q)
         scale = q.shape[-1] ** -0.5
-        s = (q * scale) @ k.swapaxes(-1, -2)  # (B, h, N, M)
+        s = kernels.matmul(q * scale, k.swapaxes(-1, -2))  # (B, h, N, M)
         if bias is not None:
             s += bias
         if mask is not None:
@@ -56,18 +57,17 @@ class ScaledDotProductAttention(Module):
         self.attn = a
         a_drop = self.attn_drop.forward(a)
         self.save_for_backward(q, k, v, a, a_drop, scale, None if bias is None else bias.shape)
-        return xp.matmul(a_drop, v, out=_token_major(xp, q.shape[:-1] + v.shape[-1:], q.dtype))
+        return kernels.matmul(a_drop, v, out=_token_major(xp, q.shape[:-1] + v.shape[-1:], q.dtype))
 
     def backward(self, dout, out=None):
-        xp = backend.xp_of(dout)
         q, k, v, a, a_drop, scale, bias_shape = self.saved()
         dq, dk, dv = out if out is not None else (None, None, None)
-        dv = xp.matmul(a_drop.swapaxes(-1, -2), dout, out=dv)  # (B, h, M, d)
-        da = self.attn_drop.backward(dout @ v.swapaxes(-1, -2))  # (B, h, N, M)
+        dv = kernels.matmul(a_drop.swapaxes(-1, -2), dout, out=dv)  # (B, h, M, d)
+        da = self.attn_drop.backward(kernels.matmul(dout, v.swapaxes(-1, -2)))  # (B, h, N, M)
         ds = softmax_backward(a, da, out=da)
-        dq = xp.matmul(ds, k, out=dq)
+        dq = kernels.matmul(ds, k, out=dq)
         dq *= scale
-        dk = xp.matmul(ds.swapaxes(-1, -2), q, out=dk)
+        dk = kernels.matmul(ds.swapaxes(-1, -2), q, out=dk)
         dk *= scale
         if bias_shape is None:
             return dq, dk, dv
