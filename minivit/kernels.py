@@ -24,8 +24,10 @@ once (NumPy releases the interpreter lock inside its loops). ``matmul(a, b)`` mu
 matrices the same way, each thread with single-threaded BLAS: a stack of many small products
 (attention's B*h heads) otherwise pays a BLAS thread hand-off per product. OpenBLAS's idle
 threads must not spin while this runs, hence the short OPENBLAS_THREAD_TIMEOUT that minivit sets
-before NumPy loads. The thread count is MINIVIT_NUM_THREADS, else OPENBLAS_NUM_THREADS, else the
-CPUs this process may run on. On CuPy all of this is the GPU's business: plain calls.
+before NumPy loads. ``add_rows`` and ``sum_rows`` are Linear's bias: the add spread over the
+threads, the sum over rows as a BLAS matrix-vector product. The thread count is
+MINIVIT_NUM_THREADS, else OPENBLAS_NUM_THREADS, else the CPUs this process may run on. On CuPy
+all of this is the GPU's business: plain calls.
 """
 
 import os
@@ -131,7 +133,7 @@ def _threads_from_env():
 
 NUM_THREADS = _threads_from_env()  # read once, at import
 _MIN_WORK = 1 << 15  # elements per thread at least: a hand-off to a thread costs ~10-50 us
-_pool = ThreadPoolExecutor(NUM_THREADS - 1, thread_name_prefix="minivit") if NUM_THREADS > 1 else None
+_pools = {}  # number of workers -> ThreadPoolExecutor, started on first use
 _inside = threading.local()  # set while a slab runs: nested calls run serially, never deadlock
 _blas = None  # threadpoolctl's controller of the BLAS library, found on first use
 
@@ -154,6 +156,8 @@ def parallel(fn, *arrays, axis=0):
     if k == 1:
         fn(*arrays)
         return
+    if k - 1 not in _pools:
+        _pools[k - 1] = ThreadPoolExecutor(k - 1, thread_name_prefix="minivit")
     n, cut = arrays[0].shape[axis], (slice(None),) * axis
     bounds = [n * i // k for i in range(k + 1)]
 
@@ -164,7 +168,7 @@ def parallel(fn, *arrays, axis=0):
         finally:
             _inside.busy = False
 
-    futures = [_pool.submit(run, i) for i in range(1, k)]
+    futures = [_pools[k - 1].submit(run, i) for i in range(1, k)]
     run(0)  # the calling thread takes the first slab
     for f in futures:
         f.result()
@@ -190,3 +194,15 @@ def matmul(a, b, out=None):
     with _blas.limit(limits=1, user_api="blas"):
         parallel(lambda x, y, o: np.matmul(x, y, out=o), a, b, out)
     return out
+
+
+def add_rows(y, b):
+    """y += b for y (M, n) and b (n,), in place, the rows spread over the threads."""
+    parallel(lambda rows: backend.xp_of(rows).add(rows, b, out=rows), y)
+
+
+def sum_rows(g):
+    """g.sum(axis=0) of g (M, n), as a matrix-vector product: BLAS, on every thread."""
+    if backend.is_cupy(g):
+        return g.sum(axis=0)
+    return np.ones(g.shape[0], dtype=g.dtype) @ g

@@ -5,7 +5,9 @@ import pytest
 
 from minivit import create_model
 from minivit.gradcheck import assert_gradcheck
+from minivit.losses import HardDistillationLoss, SoftDistillationLoss
 from minivit.models import DistilledVisionTransformer, VisionTransformer
+from minivit.nn import Module
 
 SMALL = dict(img_size=8, patch_size=4, in_chans=2, num_classes=3, embed_dim=8, depth=2, num_heads=2,
              mlp_ratio=2.0, dtype="float64", seed=0)
@@ -119,6 +121,32 @@ def test_backward_must_take_what_forward_returned():
     model.eval().forward(x)
     with pytest.raises(ValueError, match="one array in eval mode"):
         model.backward((z_cls, z_cls))
+
+
+class _DistilledStudent(Module):
+    """Student, teacher and loss as one training step computes them: the teacher's forward runs
+    between the student's forward and backward. The teacher sits in a tuple, so it is not a
+    registered child: the check perturbs the student's parameters only, and the teacher reads
+    inputs of its own, so perturbing x moves the student only (the teacher gets no gradient)."""
+
+    def __init__(self, loss, x_teacher):
+        self.student = _model()
+        self.frozen = (VisionTransformer(**{**SMALL, "seed": 7}).eval(),)
+        self.loss, self.x_teacher, self.labels = loss, x_teacher, np.array([0, 2, 1])
+
+    def forward(self, x):
+        z_cls, z_dist = self.student.forward(x)
+        return self.loss.forward(z_cls, z_dist, self.labels, self.frozen[0].forward(self.x_teacher))
+
+    def backward(self, dout):
+        return self.student.backward(self.loss.backward(dout))
+
+
+@pytest.mark.parametrize("make", [lambda: SoftDistillationLoss(0.5, 2.0, label_smoothing=0.1),
+                                  lambda: HardDistillationLoss(0.5)], ids=["soft", "hard"])
+def test_gradcheck_student_through_distillation_loss(make):
+    result = assert_gradcheck(_DistilledStudent(make(), _images(seed=8)), _images(), tol=1e-5)
+    assert "student.head_dist.weight" in result.errors and not any("frozen" in k for k in result.errors)
 
 
 def _torch_deit(torch, sd, x, cfg):

@@ -97,3 +97,89 @@ def test_g_is_increasing_so_the_tail_is_safe():
     roots = (P + 2 * u * P.deriv()).roots()
     assert not any(abs(r.imag) < 1e-12 and r.real > 0 for r in roots)
     assert np.float32(np.tanh(4.0 * P(16.0))) == 1.0
+
+
+# ----------------------------------------------------------------------------- threads
+
+@pytest.fixture
+def threaded(monkeypatch):
+    """Force the threaded paths even on small arrays and on a one-CPU machine."""
+    monkeypatch.setattr(kernels, "NUM_THREADS", 3)
+    monkeypatch.setattr(kernels, "_MIN_WORK", 8)
+
+
+def test_parallel_covers_every_slab_once(threaded):
+    x = np.zeros((10, 7))
+    seen = []
+
+    def fn(a):
+        seen.append(a.shape[0])
+        a += 1.0
+
+    kernels.parallel(fn, x)
+    assert sorted(seen) == [3, 3, 4] and np.all(x == 1.0)
+    y, widths = np.arange(400.0).reshape(4, 100), []
+
+    def double(a):
+        widths.append(a.shape[1])
+        a *= 2.0
+
+    kernels.parallel(double, y, axis=1)  # along another axis
+    assert sorted(widths) == [33, 33, 34]
+    np.testing.assert_array_equal(y, 2.0 * np.arange(400.0).reshape(4, 100))
+
+
+def test_parallel_nested_calls_run_serially_and_errors_propagate(threaded):
+    x = np.zeros((6, 50))
+
+    def outer(a):
+        kernels.parallel(lambda b: b.__iadd__(1.0), a)  # nested: no deadlock
+    kernels.parallel(outer, x)
+    assert np.all(x == 1.0)
+
+    def bad(a):
+        raise ValueError("boom")
+    with pytest.raises(ValueError, match="boom"):
+        kernels.parallel(bad, x)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_matches_numpy_with_and_without_out(threaded, dtype):
+    gen = np.random.default_rng(0)
+    a = gen.standard_normal((5, 3, 7, 4)).astype(dtype)
+    b = gen.standard_normal((5, 3, 6, 4)).astype(dtype).swapaxes(-1, -2)  # a transposed view
+    ref = np.matmul(a, b)
+    got = kernels.matmul(a, b)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, ref, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    out = np.empty((5, 7, 3, 6), dtype).swapaxes(1, 2)  # a strided out, as attention passes
+    assert kernels.matmul(a, b, out=out) is out
+    np.testing.assert_allclose(out, ref, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    np.testing.assert_allclose(kernels.matmul(a[0], b[0]), ref[0], rtol=1e-5)  # 3-D
+    np.testing.assert_allclose(kernels.matmul(a, b[:1]), np.matmul(a, b[:1]), rtol=1e-5)  # broadcast
+
+
+def test_threaded_layers_compute_the_same_as_one_thread(threaded):
+    """softmax, its backward, LayerNorm and the GELU backward, cut into slabs, against formulas."""
+    from minivit import nn
+
+    gen = np.random.default_rng(1)
+    s, dy = gen.standard_normal((2, 3, 9, 9)), gen.standard_normal((2, 3, 9, 9))
+    e = np.exp(s - s.max(-1, keepdims=True))
+    a = e / e.sum(-1, keepdims=True)
+    for axis in (-1, 0):
+        ea = np.exp(s - s.max(axis, keepdims=True))
+        np.testing.assert_allclose(nn.softmax(s, axis=axis), ea / ea.sum(axis, keepdims=True), rtol=1e-13)
+    np.testing.assert_allclose(nn.softmax_backward(a, dy), a * (dy - (dy * a).sum(-1, keepdims=True)),
+                               rtol=1e-12, atol=1e-15)
+    x = gen.standard_normal((4, 5, 6))
+    ln = nn.LayerNorm(6, dtype="float64")
+    y = ln.forward(x)
+    xh = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(y, xh, rtol=1e-12, atol=1e-14)
+    g = nn.GELU()
+    g.forward(x)
+    dout = gen.standard_normal(x.shape)
+    phi = np.exp(-x * x / 2) / np.sqrt(2 * np.pi)
+    np.testing.assert_allclose(g.backward(dout), dout * (scipy.special.ndtr(x) + x * phi), rtol=1e-12)
+    assert ln.backward(dout).shape == x.shape  # runs threaded; its values are gradchecked elsewhere

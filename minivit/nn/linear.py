@@ -1,6 +1,6 @@
 """Linear: the affine map every projection in a transformer is made of."""
 
-from .. import backend
+from .. import backend, kernels
 from .module import Module, Parameter
 
 
@@ -34,7 +34,7 @@ class Linear(Module):
         x2 = x.reshape(-1, self.in_features)  # (M, D_in)
         y = x2 @ self.weight.data  # (M, D_out)
         if self.bias is not None:
-            y += self.bias.data
+            kernels.add_rows(y, self.bias.data)  # y += b, on every row
         self.save_for_backward(x2)
         return y.reshape(*lead, self.out_features)
 
@@ -44,7 +44,7 @@ class Linear(Module):
         g = dout.reshape(-1, self.out_features)  # (M, D_out)
         self.weight.grad += x2.T @ g
         if self.bias is not None:
-            self.bias.grad += g.sum(axis=0)
+            self.bias.grad += kernels.sum_rows(g)  # sum over the M rows
         return (g @ self.weight.data.T).reshape(*lead, self.in_features)
 
     def extra_repr(self):
