@@ -21,7 +21,8 @@ the model is built through two training steps (the second with the optimizer sta
 so it includes weights, gradients, optimizer state, activations and temporaries. On CUDA it is
 the caching allocators' peak reserved memory.
 
-``--json PATH`` writes the results; ``--plot PATH`` draws the bar chart of docs/benchmarks.md.
+``--json PATH`` writes the results; ``--plot PATH`` draws the bar chart of docs/benchmarks.md;
+``--from-json A.json B.json`` prints, plots and merges saved runs without measuring.
 """
 
 import argparse
@@ -57,6 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--plot", metavar="PATH", help="draw the bar chart (PNG)")
+    p.add_argument("--from-json", metavar="PATH", nargs="+",
+                   help="measure nothing: print (and --plot, --json) the results saved by earlier runs")
     p.add_argument("--memory-probe", choices=["minivit", "torch"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
@@ -354,9 +357,40 @@ def plot(results, path):
     fig.savefig(path, dpi=100)
 
 
+def report(info, results):
+    print(f"minivit {info['minivit']} ({info['backend']}) vs torch {info['torch']} ({info['device']}), "
+          f"{info['threads']} threads, median of {info['steps']} steps after {info['warmup']} warm-up, "
+          f"torch attention: {info['torch_attention']}")
+    pk = info["sgemm_gflops"]
+    print(f"float32 matmul peak: {pk['peak']:.0f} GFLOP/s (numpy/cupy {pk['minivit_array_module']:.0f}, "
+          f"torch {pk['torch']:.0f}); load average before {info['load_avg_before'][0]:.2f}, "
+          f"after {info['load_avg_after'][0]:.2f}")
+    print_table(results)
+    for r in results:
+        print(f"{r['config']}: {r['train_gflop']:.1f} GFLOP per training step, "
+              f"logits agree to {r['logits_max_abs_diff']:.1e}")
+
+
+def save(info, results):
+    if ARGS.json:
+        with open(ARGS.json, "w") as f:
+            json.dump({"info": info, "results": results}, f, indent=1)
+    if ARGS.plot:
+        plot(results, ARGS.plot)
+
+
 def main():
     if ARGS.memory_probe:
         memory_probe(ARGS.memory_probe, ARGS.config)
+        return
+    if ARGS.from_json:  # e.g. one run per config, each in a quiet moment of a shared machine
+        runs = []
+        for path in ARGS.from_json:
+            with open(path) as f:
+                runs.append(json.load(f))
+            report(runs[-1]["info"], runs[-1]["results"])
+        save(runs[0]["info"] | {"runs": [run["info"] for run in runs]},
+             [r for run in runs for r in run["results"]])
         return
     device = setup_backend(ARGS.backend)
     import torch
@@ -387,20 +421,8 @@ def main():
         "sgemm_gflops": {"minivit_array_module": np_peak, "torch": t_peak, "peak": peak},
         "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
     }
-    print(f"minivit {minivit.__version__} ({ARGS.backend}) vs torch {torch.__version__} ({device}), "
-          f"{ARGS.threads} threads, median of {ARGS.steps} steps after {ARGS.warmup} warm-up, "
-          f"torch attention: {ARGS.torch_attention}")
-    print(f"float32 matmul peak: {peak:.0f} GFLOP/s (numpy/cupy {np_peak:.0f}, torch {t_peak:.0f}); "
-          f"load average before {load_before[0]:.2f}, after {info['load_avg_after'][0]:.2f}")
-    print_table(results)
-    for r in results:
-        print(f"{r['config']}: {r['train_gflop']:.1f} GFLOP per training step, "
-              f"logits agree to {r['logits_max_abs_diff']:.1e}")
-    if ARGS.json:
-        with open(ARGS.json, "w") as f:
-            json.dump({"info": info, "results": results}, f, indent=1)
-    if ARGS.plot:
-        plot(results, ARGS.plot)
+    report(info, results)
+    save(info, results)
 
 
 if __name__ == "__main__":
