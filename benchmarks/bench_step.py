@@ -72,7 +72,7 @@ def parse_args(argv=None):
 ARGS = parse_args()
 # thread counts must be fixed before NumPy (OpenBLAS) and torch start their thread pools, and
 # minivit must be imported before NumPy so that its OPENBLAS_THREAD_TIMEOUT takes effect
-for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+for var in ("MINIVIT_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout
@@ -130,8 +130,6 @@ def model_kwargs(cfg):
 
 
 class MinivitRunner:
-    name = "minivit"
-
     def __init__(self, cfg, device):
         self.device = device
         self.model = VisionTransformer(**model_kwargs(cfg), dtype="float32", seed=0)
@@ -166,18 +164,15 @@ class MinivitRunner:
 
 
 class TorchRunner:
-    name = "torch"
-
     def __init__(self, cfg, device, attention, init_from=None):
         import torch
         from torch_vit import TorchViT, load_from_minivit
 
         self.torch, self.device = torch, device
         self.model = TorchViT(**model_kwargs(cfg), sdpa=attention == "sdpa").to(device)
-        if init_from is None:  # the memory probe: a minivit model for the weights, then dropped
+        if init_from is None:  # the CUDA memory probe: a minivit model for the weights, then dropped
             init_from = VisionTransformer(**model_kwargs(cfg), dtype="float32", seed=0)
         load_from_minivit(self.model, init_from)
-        self.model.to(device)
         x, y = make_batch(cfg)
         self.x, self.y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)

@@ -11,7 +11,8 @@ scaled to [0, 1], integer labels, and the augmentation that suits it:
 * ``synthetic`` -- a tiny 8x8 ten-class set for tests: one fixed random pattern per class plus noise.
 
 Images are normalised per channel with the training split's mean and std. Training batches come
-shuffled and augmented from an explicit ``numpy.random.Generator``, whose state can be saved.
+shuffled and augmented (random shifts by padding and cropping, horizontal flips where they suit the
+data; ``mixup`` on top) from an explicit ``numpy.random.Generator``, whose state can be saved.
 """
 
 import gzip
@@ -36,7 +37,6 @@ class Dataset:
     num_classes: int
     crop_padding: int  # random crop of an image padded with this many zero pixels (0: off)
     flip: bool  # random horizontal flip
-    rotate_scale: tuple = None  # (degrees, scale): random rotation and zoom (None: off)
 
     def __post_init__(self):
         # per-channel statistics of the training split, (1, C, 1, 1)
@@ -86,8 +86,7 @@ def load_digits():
     x = (d.images / 16.0).astype(np.float32)[:, None]  # (1797, 1, 8, 8)
     y = d.target.astype(np.int64)
     tr, te = stratified_split(y, 0.2, DIGITS_SPLIT_SEED)
-    return Dataset("digits", x[tr], y[tr], x[te], y[te], 10, crop_padding=1, flip=False,
-                   rotate_scale=(10.0, 0.1))
+    return Dataset("digits", x[tr], y[tr], x[te], y[te], 10, crop_padding=1, flip=False)
 
 
 def load_synthetic(n_train=80, n_test=40, num_classes=10, size=8, seed=0):
@@ -211,31 +210,6 @@ def random_crop(x, padding, gen):
     return xpad[np.arange(B)[:, None, None, None], np.arange(C)[None, :, None, None], rows, cols]
 
 
-def random_rotate_scale(x, degrees, scale, gen):
-    """Rotate each image about its centre by a random angle in [-degrees, degrees] and zoom it by a
-    random factor in [1 - scale, 1 + scale]; bilinear interpolation, zeros outside. (B, C, H, W) -> same.
-
-    Output pixel p (coordinates from the centre) takes the input at R(-angle) p / zoom."""
-    B, C, H, W = x.shape
-    angle = np.deg2rad(gen.uniform(-degrees, degrees, B))
-    zoom = gen.uniform(1.0 - scale, 1.0 + scale, B)
-    cy, cx = (H - 1) / 2, (W - 1) / 2
-    v, u = np.meshgrid(np.arange(H) - cy, np.arange(W) - cx, indexing="ij")  # (H, W)
-    cos, sin = (np.cos(angle) / zoom)[:, None, None], (np.sin(angle) / zoom)[:, None, None]
-    src_u = cos * u + sin * v + cx  # (B, H, W): where each output pixel reads the input
-    src_v = -sin * u + cos * v + cy
-    u0, v0 = np.floor(src_u).astype(np.int64), np.floor(src_v).astype(np.int64)
-    b = np.arange(B)[:, None, None]
-    out = np.zeros_like(x)
-    for vi in (v0, v0 + 1):  # the four neighbours, each weighted by (1 - distance) per axis
-        for ui in (u0, u0 + 1):
-            inside = (vi >= 0) & (vi < H) & (ui >= 0) & (ui < W)
-            w = (1 - np.abs(src_v - vi)) * (1 - np.abs(src_u - ui)) * inside  # (B, H, W)
-            pix = x[b, :, np.clip(vi, 0, H - 1), np.clip(ui, 0, W - 1)]  # (B, H, W, C)
-            out += (pix * w[..., None]).transpose(0, 3, 1, 2)
-    return out
-
-
 def random_flip(x, gen):
     """Mirror each image left-right with probability 1/2."""
     flip = gen.random(len(x)) < 0.5
@@ -260,8 +234,6 @@ def batches(ds, batch_size, gen=None, train=False):
         idx = order[start:start + batch_size]
         x = x_all[idx]
         if train:
-            if ds.rotate_scale:
-                x = random_rotate_scale(x, *ds.rotate_scale, gen)
             x = random_crop(x, ds.crop_padding, gen)
             if ds.flip:
                 x = random_flip(x, gen)

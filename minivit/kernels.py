@@ -3,7 +3,7 @@
 Layers call these through small, named functions; each layer still reads as its equation.
 
 1. A fast float32 error function. NumPy has no erf, and scipy's float32 ``erf`` evaluates a
-scalar series per element, about 80x the cost of ``np.tanh``; the exact GELU needs erf over every
+scalar series per element, about 40x the cost of ``np.tanh``; the exact GELU needs erf over every
 hidden activation, so this matters for training speed. Here
 
     erf(x) ~= tanh(g(x)),   g(x) = x P(x^2),   deg P = 6,

@@ -17,7 +17,6 @@ from minivit.data import (
     mixup,
     random_crop,
     random_flip,
-    random_rotate_scale,
     read_idx,
 )
 
@@ -37,7 +36,7 @@ def test_digits_split_is_fixed_stratified_80_20():
     # train and test hold different images (the data has no exact duplicates across them)
     train_rows = {r.tobytes() for r in ds.x_train}
     assert not any(r.tobytes() in train_rows for r in ds.x_test)
-    assert ds.crop_padding == 1 and not ds.flip and ds.rotate_scale == (10.0, 0.1)
+    assert ds.crop_padding == 1 and not ds.flip
 
 
 def test_normalisation_uses_training_statistics():
@@ -64,33 +63,6 @@ def test_random_crop_is_a_shift_with_zero_fill():
     shifts = {(int(a), int(b)) for a, b in zip(dy, dx, strict=True)}
     assert len(shifts) == 9  # all 3x3 shifts occur
     assert random_crop(x, 0, gen) is x
-
-
-class Fixed:
-    """A stand-in generator whose uniform draws are given values: first the angle, then the zoom."""
-
-    def __init__(self, *values):
-        self.values = list(values)
-
-    def uniform(self, low, high, size):
-        return np.full(size, self.values.pop(0))
-
-
-def test_random_rotate_scale_exact_cases_and_range():
-    x = np.random.default_rng(1).random((3, 2, 6, 6)).astype(np.float32)
-    np.testing.assert_array_equal(random_rotate_scale(x, 0.0, 0.0, np.random.default_rng(0)), x)
-    quarter = random_rotate_scale(x, 90.0, 0.0, Fixed(90.0, 1.0))
-    np.testing.assert_allclose(quarter, np.rot90(x, k=-1, axes=(2, 3)), atol=1e-6)
-    half = random_rotate_scale(x, 180.0, 0.0, Fixed(180.0, 1.0))
-    np.testing.assert_allclose(half, x[:, :, ::-1, ::-1], atol=1e-6)
-    ones = np.ones((1, 1, 6, 6), np.float32)
-    np.testing.assert_allclose(random_rotate_scale(ones, 0.0, 1.0, Fixed(0.0, 2.0)), 1.0)  # zoom in
-    shrunk = random_rotate_scale(ones, 0.0, 0.5, Fixed(0.0, 0.5))  # zoom out: zeros come in
-    assert shrunk[0, 0, 0, 0] == 0.0 and shrunk[0, 0, 2, 2] == 1.0 and shrunk[0, 0, 3, 3] == 1.0
-    out = random_rotate_scale(x, 10.0, 0.1, np.random.default_rng(0))
-    assert out.dtype == np.float32 and out.min() >= 0.0 and out.max() <= x.max() + 1e-6
-    assert not np.allclose(out, x)
-    np.testing.assert_array_equal(out, random_rotate_scale(x, 10.0, 0.1, np.random.default_rng(0)))
 
 
 def test_random_flip_mirrors_about_half():

@@ -183,3 +183,43 @@ def test_threaded_layers_compute_the_same_as_one_thread(threaded):
     phi = np.exp(-x * x / 2) / np.sqrt(2 * np.pi)
     np.testing.assert_allclose(g.backward(dout), dout * (scipy.special.ndtr(x) + x * phi), rtol=1e-12)
     assert ln.backward(dout).shape == x.shape  # runs threaded; its values are gradchecked elsewhere
+
+
+# ----------------------------------------------------------------------------- float32 throughout
+
+def test_float32_stays_float32_through_every_layer(monkeypatch):
+    """A silent float64 upcast anywhere would halve the speed: every forward output and every
+    backward gradient of every layer of a float32 ViT (dropout and drop-path on) is float32."""
+    import inspect
+
+    from minivit import nn
+    from minivit.losses import CrossEntropyLoss
+    from minivit.models import VisionTransformer
+
+    seen = []
+
+    def watch(cls, name):
+        method = getattr(cls, name)
+
+        def wrapper(self, *args, **kwargs):
+            out = method(self, *args, **kwargs)
+            for o in out if isinstance(out, tuple) else (out,):
+                seen.append((cls.__name__, name, o.dtype))
+            return out
+
+        monkeypatch.setattr(cls, name, wrapper)
+
+    for _, cls in inspect.getmembers(nn, inspect.isclass):
+        if issubclass(cls, nn.Module) and "forward" in vars(cls):
+            watch(cls, "forward")
+            watch(cls, "backward")
+    model = VisionTransformer(img_size=16, patch_size=4, num_classes=5, embed_dim=24, depth=2, num_heads=3,
+                              drop_rate=0.1, attn_drop_rate=0.1, drop_path_rate=0.1)
+    x = np.random.default_rng(0).standard_normal((4, 3, 16, 16))  # float64 in: cast once, at the door
+    loss = CrossEntropyLoss(label_smoothing=0.1)
+    loss.forward(model.forward(x), np.array([0, 1, 2, 3]))
+    dx = model.backward(loss.backward())
+    assert dx.dtype == np.float32
+    assert {c for c, _, _ in seen} >= {"Linear", "LayerNorm", "GELU", "ScaledDotProductAttention", "Block"}
+    assert all(dt == np.float32 for _, _, dt in seen), [s for s in seen if s[2] != np.float32]
+    assert all(p.grad.dtype == np.float32 for p in model.parameters())

@@ -92,8 +92,9 @@ save(fig, out, "04_gelu")
 # float32's, so weights trained with one form behave slightly differently with the other. When
 # loading pretrained weights, use the form they were trained with.
 #
-# Training runs in float32, where minivit's exact GELU computes erf with a fast rational
-# approximation of its own (`minivit.kernels.erf_f32`) instead of scipy's; float64, which the
+# Training runs in float32, where minivit's exact GELU computes erf with a fast approximation
+# of its own, erf(x) = tanh(x P(x^2)) with a fitted polynomial P (`minivit.kernels.erf_f32`),
+# instead of scipy's; float64, which the
 # gradient checks use, always takes scipy's erf. The float32 kernel's error, over the same range:
 
 # %%

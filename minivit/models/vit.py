@@ -1,7 +1,17 @@
 """The Vision Transformer (Dosovitskiy et al., 2021, "An Image is Worth 16x16 Words")."""
 
 from .. import backend
-from ..nn import Block, ClassToken, Dropout, LayerNorm, Linear, Module, ModuleList, PatchEmbed, PositionEmbedding
+from ..nn import (
+    Block,
+    ClassToken,
+    Dropout,
+    LayerNorm,
+    Linear,
+    Module,
+    ModuleList,
+    PatchEmbed,
+    PositionEmbedding,
+)
 
 
 class TokenPool(Module):

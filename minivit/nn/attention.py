@@ -10,7 +10,8 @@ from .regularize import Dropout
 def sum_to_shape(g, shape):
     """Sum a broadcast gradient ``g`` back down to ``shape`` (the inverse of broadcasting)."""
     lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1)
+    broadcast = tuple(i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1)
+    axes = tuple(range(lead)) + broadcast
     return g.sum(axis=axes, keepdims=True).reshape(shape) if axes else g
 
 
