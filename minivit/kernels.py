@@ -132,7 +132,8 @@ def _threads_from_env():
 
 
 NUM_THREADS = _threads_from_env()  # read once, at import
-_MIN_WORK = 1 << 15  # elements per thread at least: a hand-off to a thread costs ~10-50 us
+_MIN_WORK = 1 << 17  # elements per thread at least: a hand-off to a thread costs ~10-50 us, as much as
+# an elementwise pass over ~30k floats; below this, small models (vit_digits) ran slower on two threads
 _pools = {}  # number of workers -> ThreadPoolExecutor, started on first use
 _inside = threading.local()  # set while a slab runs: nested calls run serially, never deadlock
 _blas = None  # threadpoolctl's controller of the BLAS library, found on first use

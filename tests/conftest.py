@@ -105,6 +105,8 @@ CASES = [
     Case("ClassToken-k1", lambda dt: nn.ClassToken(6, 1, dtype=dt), _x(B, 4, 6), (B, 5, 6)),
     Case("ClassToken-k2", lambda dt: nn.ClassToken(6, 2, dtype=dt), _x(B, 4, 6), (B, 6, 6)),
     Case("PositionEmbedding", lambda dt: nn.PositionEmbedding(5, 6, dtype=dt), _x(B, 5, 6), (B, 5, 6)),
+    Case("SinCosPositionEmbedding", lambda dt: nn.SinCosPositionEmbedding(2, 8, 1, dtype=dt), _x(B, 5, 8),
+         (B, 5, 8)),
     Case("LayerNorm", lambda dt: nn.LayerNorm(6, dtype=dt), _x(B, 5, 6), (B, 5, 6)),
     Case("Softmax", lambda dt: nn.Softmax(), _x(B, 3, 4), (B, 3, 4)),
     Case("Softmax-axis1", lambda dt: nn.Softmax(axis=1), _x(B, 3, 4), (B, 3, 4)),

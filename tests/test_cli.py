@@ -12,7 +12,7 @@ import pytest
 from minivit import checkpoint, create_model, list_models
 from minivit.__main__ import main
 from minivit.losses import CrossEntropyLoss
-from minivit.train import COLUMNS, DEFAULTS, Objective
+from minivit.train import COLUMNS, DEFAULTS, Objective, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = ["--dataset", "synthetic", "--quiet", "--batch-size", "32"]
@@ -86,9 +86,8 @@ def test_objective_mixes_two_label_sets(pair):
     loss, logits = objective.forward((z, z2) if pair else z, None, y, y2, lam=0.3)
     ces = [CrossEntropyLoss(0.1) for _ in range(4)]
     heads = (z, z2) if pair else (z, z)
-    expected = sum(0.5 * w * ce.forward(h, labels) for ce, (w, labels, h) in
-                   zip(ces, [(0.3, y, heads[0]), (0.3, y, heads[1]), (0.7, y2, heads[0]), (0.7, y2, heads[1])],
-                       strict=True))
+    terms = [(0.3, y, heads[0]), (0.3, y, heads[1]), (0.7, y2, heads[0]), (0.7, y2, heads[1])]
+    expected = sum(0.5 * w * ce.forward(h, labels) for ce, (w, labels, h) in zip(ces, terms, strict=True))
     assert loss == pytest.approx(expected, rel=1e-12)
     grads = [0.5 * w * ce.backward() for ce, w in zip(ces, (0.3, 0.3, 0.7, 0.7), strict=True)]
     d = objective.backward()
@@ -204,3 +203,11 @@ def test_teacher_with_other_classes_is_a_clear_error(tmp_path, capsys):
     assert train(tmp_path / "s", "--epochs", "1", "--teacher", path) == 2
     err = capsys.readouterr().err
     assert "teacher" in err and "predicts 5 classes" in err and "10 classes" in err
+
+
+@pytest.mark.slow
+def test_default_recipe_learns_the_digits_quickly(tmp_path):
+    """The default recipe cut to 15 epochs reaches 85% test accuracy (measured 88.6-93.0% over
+    seeds 0-2); from the reference ViT start (N(0, 0.02) weights, learned E_pos) it is 62% (seed 0)."""
+    history = train(dict(epochs=15), str(tmp_path), quiet=True, log=lambda *a: None)
+    assert len(history) == 15 and history[-1][4] >= 0.85

@@ -9,7 +9,8 @@ from minivit import nn
 from minivit.gradcheck import gradcheck
 
 LAYER_CLASSES = {
-    nn.Linear, nn.Patchify, nn.PatchEmbed, nn.ClassToken, nn.PositionEmbedding, nn.LayerNorm, nn.Softmax,
+    nn.Linear, nn.Patchify, nn.PatchEmbed, nn.ClassToken, nn.PositionEmbedding,
+    nn.SinCosPositionEmbedding, nn.LayerNorm, nn.Softmax,
     nn.GELU, nn.ScaledDotProductAttention, nn.MultiHeadSelfAttention, nn.MLP, nn.Dropout, nn.DropPath,
     nn.Block, nn.Sequential,
 }

@@ -62,8 +62,10 @@ def test_token_layout_and_init():
 def test_deit_digits():
     model = create_model("deit_digits")
     vit = create_model("vit_digits")
-    # vit_digits' size plus x_class, x_dist, their two positions and the distillation head
-    assert model.num_parameters() == vit.num_parameters() + 2 * 64 + 2 * 64 + (64 * 10 + 10)
+    # vit_digits' size plus x_class, x_dist and the distillation head (the sin-cos positions are fixed)
+    assert model.num_parameters() == vit.num_parameters() + 2 * 64 + (64 * 10 + 10)
+    assert model.head_dist.weight.data.std() > 0.06  # fan-in init for the second head: U(+-1/8), std 0.072
+    np.testing.assert_array_equal(model.pos_embed.table[0, :2], 0)  # the two tokens get no position
     x = np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)
     z_cls, z_dist = model.forward(x)
     assert z_cls.shape == z_dist.shape == (4, 10) and z_cls.dtype == np.float32

@@ -53,6 +53,7 @@ def test_patch_embed_init_is_the_convolution_default():
     (lambda: nn.ClassToken(6), (2, 6), r"ClassToken expected tokens \(B, N, 6\), got \(2, 6\)"),
     (lambda: nn.ClassToken(6), (2, 4, 5), r"ClassToken expected tokens \(B, N, 6\), got \(2, 4, 5\)"),
     (lambda: nn.PositionEmbedding(5, 6), (2, 4, 6), r"expected tokens \(B, 5, 6\), got \(2, 4, 6\)"),
+    (lambda: nn.SinCosPositionEmbedding(2, 8), (2, 5, 8), r"expected tokens \(B, 4, 8\), got \(2, 5, 8\)"),
 ])
 def test_bad_input_is_a_value_error(make, shape, message):
     with pytest.raises(ValueError, match=message):
@@ -94,3 +95,24 @@ def test_position_embedding_adds_and_sums_over_batch():
     np.testing.assert_array_equal(npy(pos.forward(z)), npy(z) + npy(pos.weight.data))
     np.testing.assert_array_equal(npy(pos.backward(g)), npy(g))
     np.testing.assert_allclose(npy(pos.weight.grad), npy(g).sum(0, keepdims=True), rtol=1e-15)
+
+
+def test_sincos_position_embedding_is_a_fixed_table_of_row_and_column():
+    """E_pos[(r, c)] = [sin(c w), cos(c w), sin(r w), cos(r w)], w_k = 10000^(-k / (D/4)); prefix rows 0."""
+    D, g, k = 8, 3, 2
+    pos = nn.SinCosPositionEmbedding(g, D, num_prefix_tokens=k, dtype="float64")
+    table = npy(pos.table)
+    assert table.shape == (1, k + g * g, D) and pos.parameters() == []
+    assert not table[0, :k].any()
+    w = np.array([1.0, 0.01])  # 10000^(-0/2), 10000^(-1/2)
+    for r in range(g):
+        for c in range(g):
+            expected = np.r_[np.sin(c * w), np.cos(c * w), np.sin(r * w), np.cos(r * w)]
+            np.testing.assert_allclose(table[0, k + r * g + c], expected, rtol=0, atol=1e-15)
+    gen = np.random.default_rng(0)
+    z, dout = randn(gen, 2, k + g * g, D), randn(gen, 2, k + g * g, D)
+    np.testing.assert_array_equal(npy(pos.forward(z)), npy(z) + table)
+    np.testing.assert_array_equal(npy(pos.backward(dout)), npy(dout))
+    assert npy(nn.SinCosPositionEmbedding(g, D).table).dtype == np.float32  # the default dtype
+    with pytest.raises(ValueError, match="divisible by 4, got 6"):
+        nn.SinCosPositionEmbedding(g, 6)

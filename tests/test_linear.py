@@ -48,6 +48,20 @@ def test_init_truncated_normal_and_zero_bias():
     np.testing.assert_array_equal(w, npy(nn.Linear(300, 400, std=0.05, rng=0).weight.data))
 
 
+def test_init_fan_in_uniform_weight_and_bias():
+    """PyTorch's default: W, b ~ U(+-1/sqrt(D_in)); reset_parameters redraws in place."""
+    lin = nn.Linear(100, 400, init="fan_in", rng=0)
+    w, b = npy(lin.weight.data).copy(), npy(lin.bias.data).copy()
+    assert np.abs(w).max() <= 0.1 and np.abs(b).max() <= 0.1
+    assert abs(w.std() / (0.1 / np.sqrt(3)) - 1) < 0.01 and abs(b.std() / (0.1 / np.sqrt(3)) - 1) < 0.1
+    before = lin.weight.data
+    lin.reset_parameters("trunc_normal", std=0.02, rng=1)
+    assert lin.weight.data is before and not np.array_equal(npy(lin.weight.data), w)  # in place
+    assert np.abs(npy(lin.weight.data)).max() <= 0.04 and not npy(lin.bias.data).any()
+    with pytest.raises(ValueError, match="init must be one of"):
+        nn.Linear(3, 2, init="xavier")
+
+
 def test_float32_in_float32_out():
     lin = nn.Linear(3, 2)
     y = lin.forward(np.ones((4, 3), np.float32))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import npy, randn, randomize, tiny_vit
 
-from minivit import backend, create_model, list_models
+from minivit import backend, create_model, list_models, nn
 from minivit.gradcheck import gradcheck
 from minivit.models import VisionTransformer, model_config
 
@@ -96,6 +96,10 @@ def test_bad_configuration_is_a_value_error():
         create_model("vit_digits", pool="cls", class_token=False)
     with pytest.raises(ValueError, match="float32 or float64"):
         create_model("vit_digits", dtype="float16")
+    with pytest.raises(ValueError, match="pos_embed must be 'learn' or 'sincos'"):
+        create_model("vit_digits", pos_embed="rope")
+    with pytest.raises(ValueError, match="init must be one of"):
+        create_model("vit_digits", weight_init="xavier")
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -200,6 +204,25 @@ def test_initialisation_follows_the_reference():
     assert not sd["cls_token.weight"].any() and sd["cls_token.weight"].shape == (1, 1, 384)
     pos = sd["pos_embed.weight"]
     assert pos.shape == (1, 197, 384) and np.abs(pos).max() <= 0.04 and 0.016 < pos.std() < 0.019
+
+
+def test_vit_digits_small_data_options():
+    """vit_digits: fan-in init for the blocks and the head, a fixed sin-cos E_pos; the reference
+    options give the timm init and a learned E_pos, with the same patch embedding."""
+    m = create_model("vit_digits")
+    sd = m.state_dict()
+    assert "pos_embed.weight" not in sd and isinstance(m.pos_embed, nn.SinCosPositionEmbedding)
+    for name, d_in in [("blocks.0.attn.qkv", 64), ("blocks.3.mlp.fc2", 128), ("head", 64)]:
+        w, b = sd[name + ".weight"], sd[name + ".bias"]
+        bound = 1 / math.sqrt(d_in)
+        assert np.abs(w).max() <= bound and abs(w.std() / (bound / math.sqrt(3)) - 1) < 0.05, name
+        assert np.abs(b).max() <= bound and b.any(), name
+    ref = create_model("vit_digits", weight_init="trunc_normal", pos_embed="learn")
+    rsd = ref.state_dict()
+    assert np.abs(rsd["blocks.0.attn.qkv.weight"]).max() <= 0.04 and not rsd["head.bias"].any()
+    assert rsd["pos_embed.weight"].shape == (1, 16, 64)
+    np.testing.assert_array_equal(rsd["patch_embed.proj.weight"], sd["patch_embed.proj.weight"])
+    assert ref.num_parameters() == m.num_parameters() + 16 * 64
 
 
 def test_seed_reproduces_and_changes_the_weights():

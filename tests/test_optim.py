@@ -95,7 +95,7 @@ def test_adamw_plain_parameter_list_decays_everything_like_torch():
 
 
 def test_no_weight_decay_picks_biases_norms_embeddings_and_tokens():
-    model = create_model("vit_digits", pool="cls", class_token=True)
+    model = create_model("vit_digits", pool="cls", class_token=True, pos_embed="learn")
     groups = param_groups(model.named_parameters(), 0.05)
     names = {id(p): n for n, p in model.named_parameters()}
     decayed = sorted(names[id(p)] for p in groups[0]["params"])

@@ -94,6 +94,15 @@ def block(P, name, z, heads, approximate="none"):
     return z + mlp(P, f"{name}.mlp", layer_norm(P, f"{name}.norm2", z), approximate)
 
 
+def sincos_2d(grid, D, k):
+    """The fixed 2-D sin-cos position table, written independently: (1, k + grid^2, D)."""
+    omega = 10000.0 ** (-torch.arange(D // 4, dtype=torch.float64) / (D // 4))
+    r, c = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    r, c = r.reshape(-1, 1) * omega, c.reshape(-1, 1) * omega  # (grid^2, D/4) each
+    table = torch.cat([c.sin(), c.cos(), r.sin(), r.cos()], dim=1)
+    return torch.cat([torch.zeros(k, D, dtype=torch.float64), table])[None]
+
+
 def vit(model):
     """The torch forward of a minivit VisionTransformer's configuration."""
     patch = model.patch_embed.patch_size
@@ -105,7 +114,8 @@ def vit(model):
         z = patch_embed(P, "patch_embed", x, patch)
         if k:
             z = torch.cat([P["cls_token.weight"].expand(x.shape[0], -1, -1), z], dim=1)
-        z = z + P["pos_embed.weight"]
+        z = z + (P["pos_embed.weight"] if "pos_embed.weight" in P else
+                 sincos_2d(model.patch_embed.grid_size, model.embed_dim, k))
         for i in range(len(model.blocks)):
             z = block(P, f"blocks.{i}", z, heads, approximate)
         y = z[:, 0] if pool == "cls" else z[:, k:].mean(dim=1)

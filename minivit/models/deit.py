@@ -36,7 +36,8 @@ class DistilledVisionTransformer(VisionTransformer):
             )
         super().__init__(*args, pool=pool, class_token=class_token, **kwargs)
         self.pool = None  # the two heads read tokens 0 and 1 themselves
-        self.head_dist = Linear(self.embed_dim, self.num_classes, rng=self.rng, dtype=self.dtype)
+        self.head_dist = Linear(self.embed_dim, self.num_classes, init=self.weight_init, rng=self.rng,
+                                dtype=self.dtype)
 
     def forward_head(self, z):
         y = self.head_drop.forward(self.norm.forward(z[:, :2]))  # (B, 2, D)

@@ -11,6 +11,7 @@ from ..nn import (
     ModuleList,
     PatchEmbed,
     PositionEmbedding,
+    SinCosPositionEmbedding,
 )
 
 
@@ -55,6 +56,10 @@ class VisionTransformer(Module):
     Init as the reference (timm) ViT: Linear weights truncated normal(0.02) with zero biases,
     E_pos truncated normal(0.02), LayerNorm gamma = 1 and beta = 0, the patch projection
     uniform(+-1/sqrt(C P^2)) (the convolution default), the class token 0 (original ViT).
+    Two options suit small models trained from scratch on small data (vit_digits uses both):
+    weight_init="fan_in" draws the blocks' and the head's Linear layers from U(+-1/sqrt(D_in))
+    (PyTorch's default), larger than 0.02 at small D; pos_embed="sincos" replaces the learned
+    E_pos by a fixed 2-D sine-cosine table (SinCosPositionEmbedding).
     Mean pooling takes LN after pooling (timm's fc_norm); for class-token pooling LN(z_L^0) is
     the same whichever comes first, because LN acts per token.
     """
@@ -64,17 +69,23 @@ class VisionTransformer(Module):
     def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000, embed_dim=768,
                  depth=12, num_heads=12, mlp_ratio=4.0, qkv_bias=True, pool="cls", class_token=True,
                  drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, approximate="none",
-                 dtype=None, seed=0):
+                 weight_init="trunc_normal", pos_embed="learn", dtype=None, seed=0):
+        if pos_embed not in ("learn", "sincos"):
+            raise ValueError(f"pos_embed must be 'learn' or 'sincos', got {pos_embed!r}")
         dtype = backend.resolve_dtype(dtype)
         gen = backend.rng(seed)
         self.rng = gen  # shared by dropout and drop-path: one state to save and restore
         self.dtype, self.num_classes, self.embed_dim = dtype, num_classes, embed_dim
-        self.img_size, self.in_chans = img_size, in_chans
+        self.img_size, self.in_chans, self.weight_init = img_size, in_chans, weight_init
         k = self.num_prefix_tokens if class_token else 0
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, rng=gen, dtype=dtype)
         if k:
             self.cls_token = ClassToken(embed_dim, k, rng=gen, dtype=dtype)
-        self.pos_embed = PositionEmbedding(k + self.patch_embed.num_patches, embed_dim, rng=gen, dtype=dtype)
+        if pos_embed == "learn":
+            num_tokens = k + self.patch_embed.num_patches
+            self.pos_embed = PositionEmbedding(num_tokens, embed_dim, rng=gen, dtype=dtype)
+        else:
+            self.pos_embed = SinCosPositionEmbedding(self.patch_embed.grid_size, embed_dim, k, dtype=dtype)
         self.pos_drop = Dropout(drop_rate, rng=gen)
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear in depth
         self.blocks = ModuleList(
@@ -86,11 +97,15 @@ class VisionTransformer(Module):
         self.norm = LayerNorm(embed_dim, dtype=dtype)
         self.head_drop = Dropout(drop_rate, rng=gen)
         self.head = Linear(embed_dim, num_classes, rng=gen, dtype=dtype)
+        if weight_init != "trunc_normal":
+            for name, m in self.named_modules():
+                if isinstance(m, Linear) and name.startswith(("blocks.", "head")):
+                    m.reset_parameters(weight_init, rng=gen)
 
     # -- the token sequence ------------------------------------------------------------------
     def forward_features(self, x):
         """Image -> encoded tokens z_L, (B, C, H, W) -> (B, N, D)."""
-        x = backend.xp_of(self.pos_embed.weight.data).asarray(x, dtype=self.dtype)  # onto the model's device
+        x = backend.xp_of(self.head.weight.data).asarray(x, dtype=self.dtype)  # onto the model's device
         z = self.patch_embed.forward(x)  # (B, N', D)
         if "cls_token" in self._modules:
             z = self.cls_token.forward(z)  # (B, k + N', D)

@@ -3,7 +3,7 @@
 from .activation import GELU, Softmax, log_softmax, softmax, softmax_backward
 from .attention import MultiHeadSelfAttention, ScaledDotProductAttention, sum_to_shape
 from .block import Block
-from .embed import ClassToken, PatchEmbed, Patchify, PositionEmbedding
+from .embed import ClassToken, PatchEmbed, Patchify, PositionEmbedding, SinCosPositionEmbedding
 from .linear import Linear
 from .mlp import MLP
 from .module import Module, ModuleList, Parameter, Sequential
@@ -13,6 +13,7 @@ from .regularize import Dropout, DropPath
 __all__ = [
     "Block", "ClassToken", "Dropout", "DropPath", "GELU", "LayerNorm", "Linear", "MLP", "Module",
     "ModuleList", "MultiHeadSelfAttention", "Parameter", "PatchEmbed", "Patchify",
-    "PositionEmbedding", "ScaledDotProductAttention", "Sequential", "Softmax", "log_softmax",
+    "PositionEmbedding", "ScaledDotProductAttention", "Sequential", "SinCosPositionEmbedding", "Softmax",
+    "log_softmax",
     "softmax", "softmax_backward", "sum_to_shape",
 ]

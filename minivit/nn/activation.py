@@ -33,7 +33,10 @@ def softmax_backward(y, dy, axis=-1, out=None):
     dx = backend.xp_of(dy).empty_like(dy) if out is None else out
 
     def rows(y, dy, dx):
-        backend.xp_of(dy).subtract(dy, (dy * y).sum(axis=axis, keepdims=True), out=dx)
+        xp = backend.xp_of(dy)
+        # <dy, y> per row, as a contraction: no temporary as big as dy
+        dot = xp.einsum("...i,...i->...", xp.moveaxis(dy, axis, -1), xp.moveaxis(y, axis, -1))
+        xp.subtract(dy, xp.expand_dims(dot, axis), out=dx)
         dx *= y
 
     kernels.parallel(rows, y, dy, dx, axis=_other_axis(y, axis))

@@ -1,6 +1,6 @@
 """From an image to a sequence of tokens: patches, their embedding, extra tokens, positions."""
 
-import math
+import numpy as np
 
 from .. import backend
 from .linear import Linear
@@ -68,12 +68,8 @@ class PatchEmbed(Module):
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
         self.grid_size = img_size // patch_size
         self.num_patches = self.grid_size**2
-        fan_in = in_chans * patch_size * patch_size
-        bound = 1.0 / math.sqrt(fan_in)
         self.patchify = Patchify(patch_size)
-        self.proj = Linear(fan_in, embed_dim, rng=gen, dtype=dtype)
-        self.proj.weight.data[...] = backend.uniform(gen, (fan_in, embed_dim), -bound, bound, dtype)
-        self.proj.bias.data[...] = backend.uniform(gen, (embed_dim,), -bound, bound, dtype)
+        self.proj = Linear(in_chans * patch_size * patch_size, embed_dim, init="fan_in", rng=gen, dtype=dtype)
 
     def forward(self, x):
         if x.ndim != 4:
@@ -155,4 +151,39 @@ class PositionEmbedding(Module):
     def backward(self, dout):
         self.saved()
         self.weight.grad += dout.sum(axis=0, keepdims=True)
+        return dout
+
+
+class SinCosPositionEmbedding(Module):
+    """Add a fixed 2-D sine-cosine position embedding: z_0 = z + E_pos, E_pos not learned.
+
+    The patch at grid row r, column c gets E_pos = [sin(c w), cos(c w), sin(r w), cos(r w)], with
+    the D/4 frequencies w_k = 10000^(-k / (D/4)) of the Transformer's sinusoids (Vaswani et al.),
+    one set per axis (as in MAE and in Beyer et al., 2022, "Better plain ViT baselines"); extra
+    tokens in front (class, distillation) get zeros. On small datasets a fixed table helps: the
+    model need not learn from few images which patches are neighbours.
+    Shapes: z (B, k + g*g, D) -> same; D must be divisible by 4. Backward: dL/dz = dL/dy.
+    """
+
+    def __init__(self, grid_size, dim, num_prefix_tokens=0, dtype=None):
+        if dim % 4:
+            raise ValueError(f"a 2-D sin-cos position embedding needs embed_dim divisible by 4, got {dim}")
+        w = 10000.0 ** (-np.arange(dim // 4) / (dim // 4))  # (D/4,)
+        r, c = np.divmod(np.arange(grid_size * grid_size), grid_size)  # row-major grid, as Patchify
+        table = np.zeros((num_prefix_tokens + grid_size * grid_size, dim))  # (k + N', D)
+        cw, rw = c[:, None] * w, r[:, None] * w  # (N', D/4) each
+        table[num_prefix_tokens:] = np.concatenate([np.sin(cw), np.cos(cw), np.sin(rw), np.cos(rw)], axis=1)
+        self.table = backend.asarray(table[None], dtype=backend.resolve_dtype(dtype))  # (1, k + N', D)
+
+    def forward(self, z):
+        if z.shape[1:] != self.table.shape[1:]:
+            raise ValueError(
+                f"SinCosPositionEmbedding expected tokens (B, {self.table.shape[1]}, {self.table.shape[2]}), "
+                f"got {tuple(z.shape)}"
+            )
+        self.save_for_backward(None)
+        return z + self.table
+
+    def backward(self, dout):
+        self.saved()
         return dout

@@ -1,5 +1,7 @@
 """Linear: the affine map every projection in a transformer is made of."""
 
+import math
+
 from .. import backend, kernels
 from .module import Module, Parameter
 
@@ -13,17 +15,33 @@ class Linear(Module):
     Backward: with g = dL/dy folded to (M, D_out) and x folded to (M, D_in),
     dL/dW = x^T g, dL/db = sum_rows g, dL/dx = g W^T.
 
-    Init (ViT/timm): W ~ truncated normal(0, std=0.02), b = 0.
+    Init (``reset_parameters``): "trunc_normal" (ViT/timm) W ~ truncated normal(0, std), b = 0;
+    "fan_in" (PyTorch's default for linear and convolution layers) W, b ~ U(-1/sqrt(D_in), 1/sqrt(D_in)).
     """
 
-    def __init__(self, in_features, out_features, bias=True, std=0.02, rng=None, dtype=None):
+    INITS = ("trunc_normal", "fan_in")
+
+    def __init__(self, in_features, out_features, bias=True, init="trunc_normal", std=0.02, rng=None,
+                 dtype=None):
         self.in_features, self.out_features = in_features, out_features
-        gen = backend.rng(rng)
-        self.weight = Parameter(backend.trunc_normal(gen, (in_features, out_features), std, dtype))
-        if bias:
-            self.bias = Parameter(backend.zeros((out_features,), dtype))
-        else:
-            self.bias = None
+        self.weight = Parameter(backend.zeros((in_features, out_features), dtype))
+        self.bias = Parameter(backend.zeros((out_features,), dtype)) if bias else None
+        self.reset_parameters(init, std, rng)
+
+    def reset_parameters(self, init="trunc_normal", std=0.02, rng=None):
+        """Draw W and b afresh from ``init`` (one of INITS), with random generator ``rng``."""
+        if init not in self.INITS:
+            raise ValueError(f"Linear init must be one of {self.INITS}, got {init!r}")
+        gen, W, b = backend.rng(rng), self.weight.data, self.bias
+        if init == "trunc_normal":
+            W[...] = backend.trunc_normal(gen, W.shape, std, W.dtype)
+            if b is not None:
+                b.data[...] = 0
+            return
+        bound = 1.0 / math.sqrt(self.in_features)
+        W[...] = backend.uniform(gen, W.shape, -bound, bound, W.dtype)
+        if b is not None:
+            b.data[...] = backend.uniform(gen, b.shape, -bound, bound, W.dtype)
 
     def forward(self, x):
         if x.shape[-1] != self.in_features:
