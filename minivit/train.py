@@ -29,7 +29,7 @@ from .optim import AdamW, WarmupCosine, clip_grad_norm
 
 # The defaults train vit_digits on digits from scratch (see the README for what they reach).
 DEFAULTS = dict(
-    model="vit_digits", dataset="digits", data_dir=None, epochs=150, batch_size=64, lr=3e-3,
+    model="vit_digits", dataset="digits", data_dir=None, epochs=200, batch_size=64, lr=3e-3,
     weight_decay=0.05, warmup=5, label_smoothing=0.1, drop_path=0.0, mixup=0.0, clip_grad=None, seed=0,
     backend="numpy", teacher=None, distill=None, alpha=None, tau=3.0,
 )

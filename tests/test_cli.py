@@ -12,7 +12,8 @@ import pytest
 from minivit import checkpoint, create_model, list_models
 from minivit.__main__ import main
 from minivit.losses import CrossEntropyLoss
-from minivit.train import COLUMNS, DEFAULTS, Objective, train
+from minivit.train import COLUMNS, DEFAULTS, Objective
+from minivit.train import train as train_in_process
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = ["--dataset", "synthetic", "--quiet", "--batch-size", "32"]
@@ -209,5 +210,5 @@ def test_teacher_with_other_classes_is_a_clear_error(tmp_path, capsys):
 def test_default_recipe_learns_the_digits_quickly(tmp_path):
     """The default recipe cut to 15 epochs reaches 85% test accuracy (measured 88.6-93.0% over
     seeds 0-2); from the reference ViT start (N(0, 0.02) weights, learned E_pos) it is 62% (seed 0)."""
-    history = train(dict(epochs=15), str(tmp_path), quiet=True, log=lambda *a: None)
+    history = train_in_process(dict(epochs=15), str(tmp_path), quiet=True, log=lambda *a: None)
     assert len(history) == 15 and history[-1][4] >= 0.85

@@ -104,7 +104,7 @@ def encode(z):
 
 
 eq = np.abs(encode(tokens[:, perm]) - encode(tokens)[:, perm]).max()
-pos = small.pos_embed.weight.data
+pos = small.pos_embed.table  # (1, 16, 64): vit_digits' fixed sin-cos E_pos (any E_pos would do)
 eq_pos = np.abs(encode(tokens[:, perm] + pos) - encode(tokens + pos)[:, perm]).max()
 print(f"without E_pos: max |blocks(z[perm]) - blocks(z)[perm]| = {eq:.1e}   (equivariant)")
 print(f"with E_pos:    max |blocks(z[perm] + E_pos) - blocks(z + E_pos)[perm]| = {eq_pos:.1e}")
@@ -179,7 +179,8 @@ del model
 # and a correct backward lands far below it.
 
 # %%
-vit = minivit.create_model("vit_digits", dtype="float64", depth=2, pool="cls", class_token=True, seed=1)
+vit = minivit.create_model("vit_digits", dtype="float64", depth=2, pool="cls", class_token=True,
+                           pos_embed="learn", seed=1)  # a learned E_pos, so its gradient is checked too
 images = rng.standard_normal((2, 1, 8, 8))
 t0 = time.perf_counter()
 result = gradcheck(vit, images, max_entries=32)

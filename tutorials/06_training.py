@@ -20,7 +20,7 @@
 # 3. `model.backward(dL/dz)` — every parameter's gradient, by the hand-written backwards;
 # 4. an optimizer step (AdamW) at the learning rate the schedule gives for this step.
 #
-# `python -m minivit train` runs this same loop for 150 epochs with checkpoints, metrics and
+# `python -m minivit train` runs this same loop for 200 epochs with checkpoints, metrics and
 # resuming, and with label smoothing ($\varepsilon = 0.1$), which pays off over a long run. This
 # chapter runs a short version in the open: 40 epochs, without it.
 
@@ -166,7 +166,7 @@ print("test accuracy, epochs 1-6, vit_digits:              ", np.round(history["
 # too, but nothing in it says which patches are neighbours; the fixed table carries the grid.)
 # The ImageNet models keep the reference start all the same: pretrained checkpoints and the
 # papers' recipes assume it, and with millions of images the plateau costs only time. Forty
-# epochs leave the model short of what it can do: the default 150-epoch run of
+# epochs leave the model short of what it can do: the default 200-epoch run of
 # `python -m minivit train` is built to reach 98% (the README gives the measured figures).
 #
 # ## The position code

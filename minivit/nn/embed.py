@@ -128,6 +128,15 @@ class ClassToken(Module):
         return f"num_tokens={self.num_tokens}"
 
 
+def _check_tokens(layer, z, table):
+    """A position table (1, N, D) adds to tokens (B, N, D) only."""
+    if z.ndim != 3 or z.shape[1:] != table.shape[1:]:
+        raise ValueError(
+            f"{type(layer).__name__} expected tokens (B, {table.shape[1]}, {table.shape[2]}), "
+            f"got {tuple(z.shape)}"
+        )
+
+
 class PositionEmbedding(Module):
     """Add a learned position embedding: z_0 = z + E_pos.
 
@@ -140,11 +149,7 @@ class PositionEmbedding(Module):
         self.weight = Parameter(backend.trunc_normal(gen, (1, num_tokens, dim), 0.02, dtype))
 
     def forward(self, z):
-        if z.shape[1:] != self.weight.shape[1:]:
-            raise ValueError(
-                f"PositionEmbedding expected tokens (B, {self.weight.shape[1]}, {self.weight.shape[2]}), "
-                f"got {tuple(z.shape)}"
-            )
+        _check_tokens(self, z, self.weight.data)
         self.save_for_backward(None)
         return z + self.weight.data
 
@@ -176,11 +181,7 @@ class SinCosPositionEmbedding(Module):
         self.table = backend.asarray(table[None], dtype=backend.resolve_dtype(dtype))  # (1, k + N', D)
 
     def forward(self, z):
-        if z.shape[1:] != self.table.shape[1:]:
-            raise ValueError(
-                f"SinCosPositionEmbedding expected tokens (B, {self.table.shape[1]}, {self.table.shape[2]}), "
-                f"got {tuple(z.shape)}"
-            )
+        _check_tokens(self, z, self.table)
         self.save_for_backward(None)
         return z + self.table
 
