@@ -252,7 +252,7 @@ save(fig, out, "07_students")
 # One short run and one seed per objective: differences of a point or two between the students
 # are within the noise of a single seed, and a student that is still climbing (see the curves)
 # has not yet shown what its objective does for the end result. The measured comparison — full
-# `deit_digits` students trained to the end against a stronger teacher, mean and spread over
+# `deit_digits` students trained to the end with a `vit_digits` teacher, mean and spread over
 # three seeds — is in `docs/deit_results.md`. It comes from the command line:
 #
 # ```
