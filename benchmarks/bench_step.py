@@ -9,7 +9,9 @@ A training step is forward, cross-entropy loss, backward and an AdamW update, in
 frameworks run the same ViT from the same weights on the same batch (checked: their logits must
 agree) with the same thread count, in one process, alternating step by step so that a busy machine
 slows both alike; each timing is the median over the timed steps after warm-up. Forward-only
-(inference) steps are timed the same way.
+(inference) steps are timed the same way. Idle threads sleep between steps on both sides
+(OPENBLAS_THREAD_TIMEOUT for minivit, OMP_WAIT_POLICY=PASSIVE for torch), so that neither
+framework's spinning workers slow the other's next step.
 
 Reported per framework: ms/step, images/s, the ratio minivit / PyTorch, peak memory, and the
 share of the machine's float32 matmul peak that the step reaches. Model FLOPs count the matmuls
@@ -54,6 +56,10 @@ def parse_args(argv=None):
     p.add_argument("--torch-attention", choices=["math", "sdpa"], default="math",
                    help="torch attention as explicit matmuls + softmax (math, as minivit) or "
                         "F.scaled_dot_product_attention (sdpa)")
+    p.add_argument("--torch-omp-wait", choices=["passive", "active"], default="passive",
+                   help="OMP_WAIT_POLICY for torch's OpenMP threads: passive (default) puts them to sleep "
+                        "after each parallel region, as minivit does with OpenBLAS's threads; active keeps "
+                        "torch's default spinning, which steals the cores from the next minivit step")
     p.add_argument("--quick", action="store_true", help="CI smoke run: tiny32, 2 steps, no warm-up")
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
@@ -74,6 +80,9 @@ ARGS = parse_args()
 # minivit must be imported before NumPy so that its OPENBLAS_THREAD_TIMEOUT takes effect
 for var in ("MINIVIT_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)
+# idle threads of either framework must not spin into the other's step (alternating steps)
+if ARGS.torch_omp_wait == "passive":
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout
 # isort: off
@@ -355,7 +364,7 @@ def plot(results, path):
 def report(info, results):
     print(f"minivit {info['minivit']} ({info['backend']}) vs torch {info['torch']} ({info['device']}), "
           f"{info['threads']} threads, median of {info['steps']} steps after {info['warmup']} warm-up, "
-          f"torch attention: {info['torch_attention']}")
+          f"torch attention: {info['torch_attention']}, OMP_WAIT_POLICY {info.get('omp_wait_policy')}")
     pk = info["sgemm_gflops"]
     print(f"float32 matmul peak: {pk['peak']:.0f} GFLOP/s (numpy/cupy {pk['minivit_array_module']:.0f}, "
           f"torch {pk['torch']:.0f}); load average before {info['load_avg_before'][0]:.2f}, "
@@ -413,6 +422,7 @@ def main():
         "numpy": np.__version__, "torch": torch.__version__, "minivit": minivit.__version__,
         "python": platform.python_version(),
         "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "sgemm_gflops": {"minivit_array_module": np_peak, "torch": t_peak, "peak": peak},
         "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
     }

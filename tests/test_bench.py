@@ -39,6 +39,8 @@ def test_quick_benchmark_runs_and_reports(tmp_path):
         assert abs(m["train_img_s"] - 128 / (m["train_ms"] / 1e3)) < 1e-6 * m["train_img_s"]
     assert r["train_ratio"] == pytest.approx(r["minivit"]["train_ms"] / r["torch"]["train_ms"])
     assert data["info"]["sgemm_gflops"]["peak"] > 0
+    # idle threads sleep on both sides: neither framework's workers spin into the other's step
+    assert data["info"]["omp_wait_policy"] == "PASSIVE" and data["info"]["openblas_thread_timeout"] == "4"
     # the printed table: a header, one row per framework and the ratio row
     lines = res.stdout.splitlines()
     assert any(line.split()[:2] == ["config", "framework"] for line in lines)
