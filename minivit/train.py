@@ -1,13 +1,12 @@
 """Training and evaluation: what ``python -m minivit train`` and ``evaluate`` run.
 
 One epoch: shuffled, augmented batches (random shifts, flips where they suit the data, mixup if
-asked for); forward, loss, backward, AdamW step with the warmup + cosine learning rate; then
-the whole test split in eval mode. After every epoch the
-run folder gets metrics.csv, last.npz (and best.npz when test accuracy improved); curves.png
-every 25 epochs and at the end. A run can stop after any epoch and go on with ``--resume``:
-weights, optimizer state, epoch and both random generators (model: dropout/drop-path; data:
-shuffling/augmentation) are in the checkpoint, so the resumed run is bit-identical to an
-uninterrupted one.
+asked for); forward, loss, backward, AdamW step with the warmup + cosine learning rate; then the
+whole test split in eval mode. After every epoch the run folder gets metrics.csv, last.npz (and
+best.npz when test accuracy improved); curves.png every 25 epochs and at the end. A run can stop
+after any epoch and go on with ``--resume``: weights, optimizer state, epoch and both random
+generators (model: dropout/drop-path; data: shuffling/augmentation) are in the checkpoint, so
+the resumed run is bit-identical to an uninterrupted one.
 
 With a teacher (DeiT), the loss is a distillation loss of the student's two heads and the
 teacher's logits; a student with one head uses its logits for both.

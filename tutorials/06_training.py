@@ -151,9 +151,12 @@ save(viz.plot_curves(history), out, "06_curves")
 # above.
 
 # %%
-reference = minivit.create_model("vit_digits", weight_init="trunc_normal", pos_embed="learn", seed=0)
-ref_early = fit(reference, 6, log_every=6)
-probe = minivit.create_model("vit_digits", weight_init="trunc_normal", pos_embed="learn", seed=0)
+def reference_start():
+    return minivit.create_model("vit_digits", weight_init="trunc_normal", pos_embed="learn", seed=0)
+
+
+ref_early = fit(reference_start(), 6, log_every=6)
+probe = reference_start()
 probe.pos_embed.weight.data[...] *= 25.0
 probe_early = fit(probe, 6, log_every=6)
 print("test accuracy, epochs 1-6, reference init:         ", np.round(ref_early["test_acc"], 2))

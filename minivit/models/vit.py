@@ -72,6 +72,8 @@ class VisionTransformer(Module):
                  weight_init="trunc_normal", pos_embed="learn", dtype=None, seed=0):
         if pos_embed not in ("learn", "sincos"):
             raise ValueError(f"pos_embed must be 'learn' or 'sincos', got {pos_embed!r}")
+        if weight_init not in Linear.INITS:
+            raise ValueError(f"weight_init must be one of {Linear.INITS}, got {weight_init!r}")
         dtype = backend.resolve_dtype(dtype)
         gen = backend.rng(seed)
         self.rng = gen  # shared by dropout and drop-path: one state to save and restore

@@ -14,6 +14,5 @@ __all__ = [
     "Block", "ClassToken", "Dropout", "DropPath", "GELU", "LayerNorm", "Linear", "MLP", "Module",
     "ModuleList", "MultiHeadSelfAttention", "Parameter", "PatchEmbed", "Patchify",
     "PositionEmbedding", "ScaledDotProductAttention", "Sequential", "SinCosPositionEmbedding", "Softmax",
-    "log_softmax",
-    "softmax", "softmax_backward", "sum_to_shape",
+    "log_softmax", "softmax", "softmax_backward", "sum_to_shape",
 ]
