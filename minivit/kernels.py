@@ -1,4 +1,5 @@
-"""The speed tricks, kept in one place: a fast float32 erf, and spreading work over CPU threads.
+"""The speed tricks, kept in one place: a fast float32 erf, spreading work over CPU threads, and
+keeping freed memory for the next training step.
 
 Layers call these through small, named functions; each layer still reads as its equation.
 
@@ -13,7 +14,7 @@ smooth function, and tanh does the rest: it is odd, saturates at +-1 like erf, a
 error of g by 1 - erf(x)^2 where erf approaches +-1. g is increasing on all of [0, inf) (no root
 of g' there), so beyond the fit interval tanh(g) stays at 1 in float32, as erf does; +-0, +-inf
 and nan map to +-0, +-1 and nan. The approximation itself is within 6e-8 of erf; evaluated in
-float32 (Horner's rule with in-place ufuncs on blocks that stay in cache, then NumPy's SIMD tanh)
+float32 (Horner's rule with in-place ufuncs on chunks that stay in cache, then NumPy's SIMD tanh)
 the max abs error against scipy's erf is 1.4e-7 over a dense grid. ``normal_cdf_f32`` is
 Phi(x) = (1 + erf(x / sqrt 2)) / 2 from the same polynomial, the 1/sqrt(2) folded into its
 coefficients. The float64 gradient checks use neither: float64 goes to the library functions.
@@ -28,9 +29,19 @@ before NumPy loads. ``add_rows`` and ``sum_rows`` are Linear's bias: the add spr
 threads, the sum over rows as a BLAS matrix-vector product. The thread count is
 MINIVIT_NUM_THREADS, else OPENBLAS_NUM_THREADS, else the CPUs this process may run on. On CuPy
 all of this is the GPU's business: plain calls.
+
+3. Memory. A training step allocates and frees the same large arrays (activations, gradients)
+every time. glibc's malloc hands freed blocks over 128 KiB back to the kernel (its threshold
+rises with use, but the top of the heap is still trimmed), so the next step gets fresh pages and
+pays a page fault per 4 KiB: about 7,800 faults and 50 ms of kernel time per ti224 step on
+2 cores. ``keep_freed_memory`` (run at import, on glibc only) serves blocks up to 32 MiB from
+the heap and trims the heap only when over 1 GiB of it is free, so freed arrays are reused.
+Setting any MALLOC_* variable (or GLIBC_TUNABLES) leaves malloc as the user configured it.
 """
 
+import ctypes
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -46,7 +57,6 @@ ERF_P = (
 _ERF_P32 = tuple(np.float32(c) for c in ERF_P)
 # Phi(x) = 1/2 + tanh((x / sqrt 2) P(x^2 / 2)) / 2: coefficient k gets 1 / (sqrt(2) 2^k)
 _CDF_P32 = tuple(np.float32(c / (np.sqrt(2.0) * 2.0**k)) for k, c in enumerate(ERF_P))
-_BLOCK = 1 << 16  # float32 elements per block: the block's three arrays stay in L2 cache
 
 
 def fit_erf_coefficients(degree=6, a=4.0, nodes=4000):
@@ -79,28 +89,25 @@ def fit_erf_coefficients(degree=6, a=4.0, nodes=4000):
 
 def _tanh_of_odd_poly(x, out, coef, cdf):
     """out = tanh(x P(x^2)) for 1-D float32 x, P's float32 coefficients lowest first; with cdf,
-    out = (1 + tanh(x P(x^2))) / 2."""
-    u = np.empty(min(_BLOCK, x.size), dtype=np.float32)
+    out = (1 + tanh(x P(x^2))) / 2. ``parallel`` calls it on chunks that stay in cache."""
     with np.errstate(over="ignore"):  # x^2 -> inf for huge |x|: the result tanh(+-inf) is right
-        for s in range(0, x.size, _BLOCK):
-            xb, ob = x[s:s + _BLOCK], out[s:s + _BLOCK]
-            ub = u[:xb.size]
-            np.multiply(xb, xb, out=ub)  # u = x^2
-            np.multiply(ub, coef[-1], out=ob)  # Horner: P(u) = p0 + u (p1 + u (p2 + ...))
-            for c in coef[-2:0:-1]:
-                ob += c
-                ob *= ub
-            ob += coef[0]
-            ob *= xb  # g = x P(u)
-            np.tanh(ob, out=ob)
-            if cdf:
-                ob += 1.0
-                ob *= 0.5
+        u = np.multiply(x, x)  # u = x^2
+        np.multiply(u, coef[-1], out=out)  # Horner: P(u) = p0 + u (p1 + u (p2 + ...))
+        for c in coef[-2:0:-1]:
+            out += c
+            out *= u
+        out += coef[0]
+        out *= x  # g = x P(u)
+        np.tanh(out, out=out)
+    if cdf:
+        out += 1.0
+        out *= 0.5
 
 
 def _odd_poly_kernel(x, coef, cdf):
     out = np.empty(x.shape, dtype=np.float32)  # C order, so out.reshape(-1) is a view
-    parallel(lambda xs, outs: _tanh_of_odd_poly(xs, outs, coef, cdf), x.reshape(-1), out.reshape(-1))
+    parallel(lambda xs, outs: _tanh_of_odd_poly(xs, outs, coef, cdf), x.reshape(-1), out.reshape(-1),
+             chunked=True)
     return out
 
 
@@ -134,6 +141,7 @@ def _threads_from_env():
 NUM_THREADS = _threads_from_env()  # read once, at import
 _MIN_WORK = 1 << 17  # elements per thread at least: a hand-off to a thread costs ~10-50 us, as much as
 # an elementwise pass over ~30k floats; below this, small models (vit_digits) ran slower on two threads
+_CHUNK = 1 << 16  # elements per call of a chunked fn: a chunk's arrays stay in L2 cache
 _pools = {}  # number of workers -> ThreadPoolExecutor, started on first use
 _inside = threading.local()  # set while a slab runs: nested calls run serially, never deadlock
 _blas = None  # threadpoolctl's controller of the BLAS library, found on first use
@@ -146,31 +154,44 @@ def _slabs(a, axis):
     return max(1, min(NUM_THREADS, a.shape[axis], a.size // _MIN_WORK))
 
 
-def parallel(fn, *arrays, axis=0):
+def parallel(fn, *arrays, axis=0, chunked=False):
     """Run ``fn(*slabs)``, the arrays cut along ``axis`` into one slab per thread, concurrently.
 
     The arrays share their length along ``axis``; ``fn`` must treat slabs independently (work
     elementwise or reduce along other axes) and write its results into one of the arrays.
-    Small arrays, nested calls and CuPy arrays get one plain call ``fn(*arrays)``.
+    ``chunked``: each thread calls ``fn`` on its slab in chunks of about _CHUNK elements, one after
+    another, so that a ``fn`` of many passes over large arrays (GELU's gradient: 7) reads each
+    chunk from the core's cache after the first pass instead of from main memory. Small arrays,
+    nested calls and CuPy arrays get one plain call ``fn(*arrays)``.
     """
-    k = _slabs(arrays[0], axis)
-    if k == 1:
+    a0 = arrays[0]
+    if backend.is_cupy(a0) or a0.ndim <= axis:
         fn(*arrays)
+        return
+    n, cut = a0.shape[axis], (slice(None),) * axis
+    step = max(1, n * _CHUNK // max(a0.size, 1)) if chunked else max(n, 1)  # rows per call of fn
+
+    def run(lo, hi):
+        for s in range(lo, max(hi, lo + 1), step):  # an empty slab still gets one call
+            fn(*(a[cut + (slice(s, min(s + step, hi)),)] for a in arrays))
+
+    k = _slabs(a0, axis)
+    if k == 1:
+        run(0, n)
         return
     if k - 1 not in _pools:
         _pools[k - 1] = ThreadPoolExecutor(k - 1, thread_name_prefix="minivit")
-    n, cut = arrays[0].shape[axis], (slice(None),) * axis
     bounds = [n * i // k for i in range(k + 1)]
 
-    def run(i):
+    def slab(i):
         _inside.busy = True
         try:
-            fn(*(a[cut + (slice(bounds[i], bounds[i + 1]),)] for a in arrays))
+            run(bounds[i], bounds[i + 1])
         finally:
             _inside.busy = False
 
-    futures = [_pools[k - 1].submit(run, i) for i in range(1, k)]
-    run(0)  # the calling thread takes the first slab
+    futures = [_pools[k - 1].submit(slab, i) for i in range(1, k)]
+    slab(0)  # the calling thread takes the first slab
     for f in futures:
         f.result()
 
@@ -207,3 +228,27 @@ def sum_rows(g):
     if backend.is_cupy(g):
         return g.sum(axis=0)
     return np.ones(g.shape[0], dtype=g.dtype) @ g
+
+
+# ----------------------------------------------------------------------------- memory
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers, from glibc's malloc.h
+
+
+def keep_freed_memory(mmap_threshold=32 << 20, trim_threshold=1 << 30):
+    """Make glibc's malloc keep freed blocks for reuse (see 3. in the module docstring).
+
+    Returns whether malloc was tuned: False off Linux, on a C library other than glibc, or where
+    the user set malloc's options in the environment.
+    """
+    if not sys.platform.startswith("linux") or any(
+            v.startswith("MALLOC_") or v == "GLIBC_TUNABLES" for v in os.environ):
+        return False
+    libc = ctypes.CDLL(None)  # the C library this process runs on
+    if not hasattr(libc, "gnu_get_libc_version"):  # musl and others: leave alone
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and \
+        bool(libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+
+
+MALLOC_TUNED = keep_freed_memory()

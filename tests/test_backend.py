@@ -136,7 +136,7 @@ def test_erf_float32_any_layout(layout):
 
 
 def test_erf_float32_spans_several_blocks():
-    x = np.random.default_rng(1).standard_normal(kernels._BLOCK * 2 + 7).astype(np.float32) * 3
+    x = np.random.default_rng(1).standard_normal(kernels._CHUNK * 2 + 7).astype(np.float32) * 3
     np.testing.assert_allclose(backend.erf(x), scipy.special.erf(x.astype(np.float64)), rtol=0, atol=2e-7)
 
 

@@ -1,5 +1,10 @@
 """The fast float32 kernels: erf and the normal CDF against scipy, and the fit behind them."""
 
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import scipy.special
@@ -63,7 +68,7 @@ def test_kernels_take_any_layout(fn, layout):
     gen = np.random.default_rng(0)
     x = (3 * gen.standard_normal((60, 50))).astype(np.float32)
     x = {"transposed": x.T, "strided": x[:, ::3], "0-d": x[0, 0, ...], "empty": x[:0],
-         "blocks": (3 * gen.standard_normal(2 * kernels._BLOCK + 5)).astype(np.float32)}[layout]
+         "blocks": (3 * gen.standard_normal(2 * kernels._CHUNK + 5)).astype(np.float32)}[layout]
     ref = {kernels.erf_f32: scipy.special.erf, kernels.normal_cdf_f32: scipy.special.ndtr}[fn]
     y = fn(x)
     assert y.shape == x.shape and y.dtype == np.float32
@@ -127,6 +132,22 @@ def test_parallel_covers_every_slab_once(threaded):
     kernels.parallel(double, y, axis=1)  # along another axis
     assert sorted(widths) == [33, 33, 34]
     np.testing.assert_array_equal(y, 2.0 * np.arange(400.0).reshape(4, 100))
+
+
+def test_parallel_chunked_covers_every_row_once_in_small_calls(threaded, monkeypatch):
+    monkeypatch.setattr(kernels, "_CHUNK", 14)  # 2 rows of 7 per call
+    x, calls = np.zeros((10, 7)), []
+
+    def fn(a, b):
+        calls.append(a.shape[0])
+        b += a + 1.0
+
+    y = np.zeros_like(x)
+    kernels.parallel(fn, x, y, chunked=True)
+    assert max(calls) == 2 and sum(calls) == 10 and np.all(y == 1.0)
+    calls.clear()
+    kernels.parallel(fn, x[:0], y[:0], chunked=True)  # empty: one call, as unchunked
+    assert calls == [0]
 
 
 def test_parallel_nested_calls_run_serially_and_errors_propagate(threaded):
@@ -223,3 +244,47 @@ def test_float32_stays_float32_through_every_layer(monkeypatch):
     assert {c for c, _, _ in seen} >= {"Linear", "LayerNorm", "GELU", "ScaledDotProductAttention", "Block"}
     assert all(dt == np.float32 for _, _, dt in seen), [s for s in seen if s[2] != np.float32]
     assert all(p.grad.dtype == np.float32 for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------- memory
+
+_FAULTS = """
+import resource
+import minivit, numpy as np
+from minivit import kernels
+sizes = [3 << 20, 9 << 20, 7 << 20, 1 << 20, 5 << 20] * 4  # bytes: a step's arrays, 100 MiB
+def step():
+    arrays = [np.ones(n // 4, np.float32) for n in sizes]  # allocated, written, freed
+    del arrays
+step()
+f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    step()
+print(kernels.MALLOC_TUNED, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) // 5)
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_freed_memory_is_reused_without_page_faults():
+    """Steps that allocate and free the same arrays: glibc's defaults fault every page in afresh
+    each step; with keep_freed_memory the pages are reused. A MALLOC_* variable opts out."""
+    def faults(**env):
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"} | env
+        out = subprocess.run([sys.executable, "-c", _FAULTS], env=env, capture_output=True, text=True,
+                             check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        tuned, n = out.stdout.split()
+        return tuned == "True", int(n)
+
+    tuned, n_tuned = faults()
+    untouched, n_default = faults(MALLOC_ARENA_MAX="8")  # the user's own malloc setting wins
+    assert tuned and not untouched
+    assert n_default >= 20 and n_tuned * 10 <= n_default, (n_tuned, n_default)
+
+
+def test_keep_freed_memory_leaves_other_platforms_and_user_settings_alone(monkeypatch):
+    monkeypatch.setattr(kernels.sys, "platform", "darwin")
+    assert kernels.keep_freed_memory() is False
+    monkeypatch.setattr(kernels.sys, "platform", "linux")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
+    assert kernels.keep_freed_memory() is False

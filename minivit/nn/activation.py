@@ -103,7 +103,9 @@ class GELU(Module):
             return 0.5 * x * (1.0 + t)
         cdf = backend.normal_cdf(x)  # Phi(x) = (1 + erf(x / sqrt 2)) / 2
         self.save_for_backward(x, cdf)
-        return x * cdf
+        y = xp.empty_like(x)
+        kernels.parallel(xp.multiply, x, cdf, y)  # y = x Phi(x), on every CPU thread
+        return y
 
     def backward(self, dout):
         xp = backend.xp_of(dout)
@@ -122,7 +124,7 @@ class GELU(Module):
             dx += cdf  # Phi(x) + x phi(x)
             dx *= dout
 
-        kernels.parallel(grad, x, s, dout, dx)
+        kernels.parallel(grad, x, s, dout, dx, chunked=True)
         return dx
 
     def extra_repr(self):
