@@ -33,7 +33,7 @@ all of this is the GPU's business: plain calls.
 3. Memory. A training step allocates and frees the same large arrays (activations, gradients)
 every time. glibc's malloc hands freed blocks over 128 KiB back to the kernel (its threshold
 rises with use, but the top of the heap is still trimmed), so the next step gets fresh pages and
-pays a page fault per 4 KiB: about 7,800 faults and 50 ms of kernel time per ti224 step on
+pays a page fault per 4 KiB: about 7,800 faults and 64 ms of kernel CPU time per ti224 step on
 2 cores. ``keep_freed_memory`` (run at import, on glibc only) serves blocks up to 32 MiB from
 the heap and trims the heap only when over 1 GiB of it is free, so freed arrays are reused.
 Setting any MALLOC_* variable (or GLIBC_TUNABLES) leaves malloc as the user configured it.
