@@ -1,20 +1,33 @@
-"""The command line: ``python -m minivit train ...`` and ``python -m minivit evaluate ...``."""
+"""The command line: ``python -m minivit train ...`` and ``python -m minivit evaluate ...``.
+
+Every failure is one line on stderr, ``minivit: error: ...``, and a non-zero exit status: 2 for
+bad input (flags, files, data), 1 for a run that failed (a diverged loss, an unexpected error).
+``--debug`` shows the Python traceback instead.
+"""
 
 import argparse
 import json
 import os
 import sys
+import traceback
 
 from . import backend, checkpoint, data
-from .train import DEFAULTS, DISTILL_ALPHA, evaluate, format_report, train
+from .train import DEFAULTS, DISTILL_ALPHA, TrainingDiverged, check_config, evaluate, format_report, train
 
 # flags that may accompany --resume (everything else comes from the checkpoint)
-RESUME_FLAGS = {"resume", "out", "backend", "stop_after", "quiet"}
+RESUME_FLAGS = {"resume", "out", "backend", "stop_after", "quiet", "overwrite", "debug"}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (and the pointer to --help on it)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m minivit",
-                                description="Train and evaluate Vision Transformers written from scratch.")
+    p = Parser(prog="python -m minivit",
+               description="Train and evaluate Vision Transformers written from scratch.")
     sub = p.add_subparsers(dest="command")
 
     d = DEFAULTS
@@ -25,6 +38,9 @@ def build_parser():
     t.add_argument("--model", help=f"a registered model name (default {d['model']})")
     t.add_argument("--dataset", choices=data.DATASETS, help=f"(default {d['dataset']})")
     t.add_argument("--data-dir", metavar="DIR", help="mnist IDX files or cifar-10-batches-bin folder")
+    t.add_argument("--val-fraction", type=float, metavar="F",
+                   help="share of each class of the training split held out to choose best.npz by "
+                   f"(default {d['val_fraction']})")
     t.add_argument("--epochs", type=int, help=f"(default {d['epochs']})")
     t.add_argument("--batch-size", type=int, help=f"(default {d['batch_size']})")
     t.add_argument("--lr", type=float, help=f"peak AdamW learning rate (default {d['lr']})")
@@ -37,6 +53,9 @@ def build_parser():
     t.add_argument("--mixup", type=float, metavar="ALPHA",
                    help=f"mixup with lambda ~ Beta(ALPHA, ALPHA); 0 is off (default {d['mixup']})")
     t.add_argument("--clip-grad", type=float, help="clip the global gradient norm to this (default: off)")
+    t.add_argument("--ema", type=float, metavar="DECAY",
+                   help="validate, keep and test a moving average of the weights, theta_avg <- DECAY "
+                   f"theta_avg + (1 - DECAY) theta after each step; 0 is off (default {d['ema']})")
     t.add_argument("--seed", type=int,
                    help=f"seeds initialisation, dropout and data order (default {d['seed']})")
     t.add_argument("--backend", choices=("numpy", "cupy"), help=f"(default {d['backend']})")
@@ -44,7 +63,10 @@ def build_parser():
                    help="continue the run saved in DIR/last.npz with its stored settings")
     t.add_argument("--stop-after", type=int, metavar="EPOCH",
                    help="stop after this epoch; continue later with --resume DIR/last.npz")
+    t.add_argument("--overwrite", action="store_true",
+                   help="allow --out to be a folder that is not empty (its run files are replaced)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     g = t.add_argument_group("distillation (DeiT)")
     g.add_argument("--teacher", metavar="CHECKPOINT",
                    help="a minivit checkpoint, run in eval mode as the teacher")
@@ -58,10 +80,12 @@ def build_parser():
     e.add_argument("checkpoint")
     e.add_argument("--dataset", choices=data.DATASETS, help="(default: the one it was trained on)")
     e.add_argument("--data-dir", metavar="DIR", help="(default: the one it was trained with)")
+    e.add_argument("--split", choices=("test", "val"), default="test", help="(default test)")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    e.add_argument("--plot", metavar="PNG", help="where to save the confusion matrix "
-                   "(default: next to the checkpoint)")
+    e.add_argument("--plot", metavar="PNG", help="where to save the confusion matrix: a .png file or "
+                   "a folder (default: next to the checkpoint)")
     e.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    e.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     return p
 
 
@@ -85,14 +109,9 @@ def train_config(parser, args):
             config["alpha"] = DISTILL_ALPHA[config["distill"]]
     elif any(given.get(k) is not None for k in ("distill", "alpha", "tau")):
         parser.error("--distill, --alpha and --tau need --teacher CHECKPOINT")
-    for k in ("epochs", "batch_size"):
-        if config[k] < 1:
-            parser.error(f"--{k.replace('_', '-')} must be at least 1, got {config[k]}")
     if "warmup" not in given:  # the default warmup shrinks to fit a short run
         config["warmup"] = min(config["warmup"], config["epochs"])
-    if not 0 <= config["warmup"] <= config["epochs"]:
-        parser.error(f"--warmup must be between 0 and --epochs ({config['epochs']}), got {config['warmup']}")
-    return config, None
+    return check_config(config), None
 
 
 def _select_backend(name):
@@ -102,12 +121,20 @@ def _select_backend(name):
         raise ValueError(str(e)) from e
 
 
+def _interrupted(out):
+    last = os.path.join(out, "last.npz") if out else None
+    if last and os.path.isfile(last):
+        return f"interrupted; continue with: python -m minivit train --resume {last}"
+    return "interrupted before the first epoch was saved; nothing to resume"
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    out = None
     try:
         if args.command == "train":
             config, ckpt = train_config(parser, args)
@@ -115,17 +142,22 @@ def main(argv=None):
             out = getattr(args, "out", None) or os.path.dirname(args.resume) or "."
             _select_backend(config["backend"])
             train(config, out, resume=ckpt, stop_after=getattr(args, "stop_after", None),
-                  quiet=getattr(args, "quiet", False))
+                  quiet=getattr(args, "quiet", False), overwrite=getattr(args, "overwrite", False))
         else:
             _select_backend(args.backend)
-            r = evaluate(args.checkpoint, args.dataset, args.data_dir, args.backend, args.plot)
+            r = evaluate(args.checkpoint, args.dataset, args.data_dir, args.backend, args.plot, args.split)
             print(json.dumps(r) if args.json else format_report(r))
-    except (ValueError, OSError) as e:  # bad input: a message, not a traceback
-        print(f"minivit: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print("\ninterrupted; continue with: python -m minivit train --resume DIR/last.npz", file=sys.stderr)
+        print("\n" + _interrupted(out), file=sys.stderr)
         return 130
+    except Exception as e:
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        bad_input = isinstance(e, (ValueError, OSError))  # a message, not a traceback
+        known = bad_input or isinstance(e, TrainingDiverged)
+        text = str(e) if known else f"{type(e).__name__}: {e} (--debug shows where)"
+        print(f"minivit: error: {text}", file=sys.stderr)
+        return 2 if bad_input else 1
     return 0
 
 if __name__ == "__main__":

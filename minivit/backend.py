@@ -88,10 +88,13 @@ def resolve_dtype(dtype=None):
     """``dtype`` as a numpy dtype, or the default dtype when it is None."""
     if dtype is None:
         return _state["dtype"]
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    return dtype
+    try:
+        parsed = np.dtype(dtype)
+    except (TypeError, ValueError):  # not a dtype at all: 5, True, "floaty"
+        parsed = None
+    if parsed not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {repr(dtype) if parsed is None else parsed}")
+    return parsed
 
 
 # ----------------------------------------------------------------------------- moving arrays

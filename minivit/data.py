@@ -1,7 +1,7 @@
 """Datasets, normalisation, augmentation and batching.
 
-``load_dataset(name, data_dir=None)`` returns a ``Dataset``: images as float32 (N, C, H, W)
-scaled to [0, 1], integer labels, and the augmentation that suits it:
+``load_dataset(name, data_dir=None, val_fraction=0.1)`` returns a ``Dataset``: images as float32
+(N, C, H, W) scaled to [0, 1], integer labels, and the augmentation that suits it:
 
 * ``digits``   -- scikit-learn's 1,797 real 8x8 handwritten digits (shipped with scikit-learn),
   split 80/20, stratified by class, with a fixed seed that does not depend on the training seed;
@@ -9,6 +9,11 @@ scaled to [0, 1], integer labels, and the augmentation that suits it:
 * ``cifar10``  -- the binary batches (``cifar-10-batches-bin/data_batch_1.bin`` ... ``test_batch.bin``)
   in data_dir; each record is one label byte and 3,072 pixel bytes (the Python pickles are never read);
 * ``synthetic`` -- a tiny 8x8 ten-class set for tests: one fixed random pattern per class plus noise.
+
+Every dataset gets a validation split, carved out of its training split: from each class a fixed,
+seeded ``val_fraction`` (stratified, and the same whatever the training seed). Model selection
+(which epoch's weights become ``best.npz``) looks at the validation split only, so that the test
+split, looked at once for the chosen model, stays an honest estimate of accuracy on new images.
 
 Images are normalised per channel with the training split's mean and std. Training batches come
 shuffled and augmented (random shifts by padding and cropping, horizontal flips where they suit the
@@ -21,17 +26,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import validate
+
 DIGITS_SPLIT_SEED = 0  # fixed: the test split never changes with the training seed
+VAL_SPLIT_SEED = 1  # fixed: nor does the validation split
 DATASETS = ("digits", "mnist", "cifar10", "synthetic")
+SPLITS = ("train", "val", "test")
 
 
 @dataclass
 class Dataset:
-    """Train and test images (N, C, H, W) float32 in [0, 1], labels (N,) int64, and augmentation."""
+    """Train, validation and test images (N, C, H, W) float32 in [0, 1], labels (N,) int64 in
+    [0, num_classes), and the augmentation. Checked on construction: the training and test splits
+    are not empty, every split has the same image shape, labels are in range, pixels are finite."""
 
     name: str
     x_train: np.ndarray
     y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
@@ -39,10 +52,35 @@ class Dataset:
     flip: bool  # random horizontal flip
 
     def __post_init__(self):
+        self._check()
         # per-channel statistics of the training split, (1, C, 1, 1)
         self.mean = self.x_train.mean(axis=(0, 2, 3), keepdims=True, dtype=np.float64).astype(np.float32)
         self.std = self.x_train.std(axis=(0, 2, 3), keepdims=True, dtype=np.float64).astype(np.float32)
         self.std = np.maximum(self.std, 1e-6)
+
+    def _check(self):
+        shape = tuple(self.x_train.shape[1:])
+        for split in SPLITS:
+            x, y = self.split(split)
+            where = f"dataset {self.name!r}, {split} split"
+            if x.ndim != 4 or tuple(x.shape[1:]) != shape:
+                raise ValueError(f"{where}: images of shape {tuple(x.shape[1:])}, but the training images "
+                                 f"are {shape}; expected every split to hold (N, C, H, W) images of one size")
+            if len(x) != len(y):
+                raise ValueError(f"{where}: {len(x)} images but {len(y)} labels; expected equal counts")
+            if len(y) == 0 and split != "val":
+                raise ValueError(f"{where} is empty; expected at least one image")
+            if len(y) and (y.min() < 0 or y.max() >= self.num_classes):
+                raise ValueError(f"{where}: label {int(y.min() if y.min() < 0 else y.max())} found; "
+                                 f"expected labels 0..{self.num_classes - 1}")
+            if not np.isfinite(x).all():
+                raise ValueError(f"{where}: non-finite pixel values; expected numbers in [0, 1]")
+
+    def split(self, name):
+        """(images, labels) of split ``name``: "train", "val" or "test"."""
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
+        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
     @property
     def image_shape(self):
@@ -52,16 +90,24 @@ class Dataset:
         return (x - self.mean) / self.std
 
 
-def load_dataset(name, data_dir=None):
-    if name == "digits":
-        return load_digits()
-    if name == "synthetic":
-        return load_synthetic()
+# how each dataset is augmented: (crop_padding, flip)
+AUGMENT = {"digits": (1, False), "mnist": (2, False), "cifar10": (4, True), "synthetic": (1, True)}
+
+
+def load_dataset(name, data_dir=None, val_fraction=0.1):
+    """The dataset ``name`` with ``val_fraction`` of each class of its training split held out for
+    validation (0 keeps the whole training split and leaves the validation split empty)."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
-    if data_dir is None:
+    validate.number("val_fraction", val_fraction, 0.0, 1.0, high_open=True)
+    if name in ("mnist", "cifar10") and data_dir is None:
         raise ValueError(f"dataset {name!r} is read from local files: give the folder with --data-dir")
-    return load_mnist(data_dir) if name == "mnist" else load_cifar10(data_dir)
+    readers = {"digits": read_digits, "synthetic": make_synthetic,
+               "mnist": lambda: read_mnist(data_dir), "cifar10": lambda: read_cifar10(data_dir)}
+    x_train, y_train, x_test, y_test = readers[name]()
+    train, val = stratified_split(y_train, val_fraction, VAL_SPLIT_SEED)
+    return Dataset(name, x_train[train], y_train[train], x_train[val], y_train[val], x_test, y_test,
+                   10, *AUGMENT[name])
 
 
 # ----------------------------------------------------------------------------- digits and synthetic
@@ -78,26 +124,26 @@ def stratified_split(y, test_fraction, seed):
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def load_digits():
-    """scikit-learn's digits: 1,797 images 8x8, pixel values 0..16, ten classes; 80/20 split."""
+def read_digits():
+    """scikit-learn's digits: 1,797 images 8x8, pixel values 0..16, ten classes; 80/20 split.
+    Returns (x_train, y_train, x_test, y_test), as every reader here."""
     from sklearn.datasets import load_digits as sk_load_digits
 
     d = sk_load_digits()
     x = (d.images / 16.0).astype(np.float32)[:, None]  # (1797, 1, 8, 8)
     y = d.target.astype(np.int64)
     tr, te = stratified_split(y, 0.2, DIGITS_SPLIT_SEED)
-    return Dataset("digits", x[tr], y[tr], x[te], y[te], 10, crop_padding=1, flip=False)
+    return x[tr], y[tr], x[te], y[te]
 
 
-def load_synthetic(n_train=80, n_test=40, num_classes=10, size=8, seed=0):
+def make_synthetic(n_train=80, n_test=40, num_classes=10, size=8, seed=0):
     """Class c is a fixed random 8x8 pattern t_c plus Gaussian noise: x = clip(t_c + 0.2 n, 0, 1)."""
     gen = np.random.default_rng(seed)
     templates = gen.random((num_classes, 1, size, size))
     y = np.arange(n_train + n_test) % num_classes
     x = np.clip(templates[y] + 0.2 * gen.standard_normal((len(y), 1, size, size)), 0.0, 1.0)
     x, y = x.astype(np.float32), y.astype(np.int64)
-    return Dataset("synthetic", x[:n_train], y[:n_train], x[n_train:], y[n_train:], num_classes,
-                   crop_padding=1, flip=True)
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
 
 
 # ----------------------------------------------------------------------------- file readers
@@ -148,7 +194,7 @@ def _find(data_dir, names):
     return os.path.join(data_dir, names[0])
 
 
-def load_mnist(data_dir):
+def read_mnist(data_dir):
     """MNIST from train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-* (raw or .gz)."""
     split = {}
     for part in ("train", "t10k"):
@@ -162,7 +208,7 @@ def load_mnist(data_dir):
             raise ValueError(f"{yf}: label {y.max()} out of range; expected digit labels 0..9")
         split[part] = ((x.astype(np.float32) / 255.0)[:, None], y.astype(np.int64))
     (xtr, ytr), (xte, yte) = split["train"], split["t10k"]
-    return Dataset("mnist", xtr, ytr, xte, yte, 10, crop_padding=2, flip=False)
+    return xtr, ytr, xte, yte
 
 
 CIFAR_RECORD = 1 + 3 * 32 * 32  # one label byte, then 1024 red, 1024 green, 1024 blue bytes
@@ -182,7 +228,7 @@ def read_cifar_batch(path):
     return rec[:, 1:].reshape(-1, 3, 32, 32), y
 
 
-def load_cifar10(data_dir):
+def read_cifar10(data_dir):
     """CIFAR-10 from data_batch_1..5.bin and test_batch.bin in data_dir or data_dir/cifar-10-batches-bin."""
     sub = os.path.join(data_dir, "cifar-10-batches-bin")
     if os.path.isdir(sub):
@@ -191,8 +237,7 @@ def load_cifar10(data_dir):
     xte, yte = read_cifar_batch(os.path.join(data_dir, "test_batch.bin"))
     xtr = np.concatenate([x for x, _ in train])
     ytr = np.concatenate([y for _, y in train])
-    return Dataset("cifar10", xtr.astype(np.float32) / 255.0, ytr, xte.astype(np.float32) / 255.0, yte, 10,
-                   crop_padding=4, flip=True)
+    return xtr.astype(np.float32) / 255.0, ytr, xte.astype(np.float32) / 255.0, yte
 
 
 # ----------------------------------------------------------------------------- augmentation, batches
@@ -225,10 +270,14 @@ def mixup(x, alpha, gen):
     return lam * x + (1.0 - lam) * x[perm], perm, lam
 
 
-def batches(ds, batch_size, gen=None, train=False):
-    """Yield normalised (x, y) host batches. With ``train``: shuffled and augmented from ``gen``
-    (a numpy Generator; its state after the epoch decides the next epoch); otherwise in order."""
-    x_all, y_all = (ds.x_train, ds.y_train) if train else (ds.x_test, ds.y_test)
+def batches(ds, split, batch_size, gen=None):
+    """Yield normalised (x, y) host batches of ``split`` ("train", "val" or "test"). The training
+    split comes shuffled and augmented from ``gen`` (a numpy Generator; its state after the epoch
+    decides the next epoch); the others in order, as they are."""
+    x_all, y_all = ds.split(split)
+    train = split == "train"
+    if train and gen is None:
+        raise ValueError("training batches are shuffled and augmented: give a numpy Generator as gen")
     order = gen.permutation(len(x_all)) if train else np.arange(len(x_all))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]

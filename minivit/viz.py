@@ -18,7 +18,7 @@ def _finish(fig, path):
 
 
 def plot_curves(history, path=None, x="epoch",
-                panels=(("train_loss", "test_loss"), ("train_acc", "test_acc"))):
+                panels=(("train_loss", "val_loss"), ("train_acc", "val_acc"))):
     """Line plots of ``history`` (a dict: column name -> sequence of values) against column ``x``,
     one panel per tuple of column names in ``panels`` (columns that are absent are skipped)."""
     fig = Figure(figsize=(5 * len(panels), 3.6))

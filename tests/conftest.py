@@ -48,6 +48,28 @@ def as_tuple(x):
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
+def snapshot(module):
+    """Every parameter's data and grad as bytes: equal snapshots mean nothing was touched."""
+    return {n: (npy(p.data).tobytes(), npy(p.grad).tobytes()) for n, p in module.named_parameters()}
+
+
+def wrong_douts(out):
+    """Upstream gradients that backward must reject after a forward that returned ``out`` (an
+    array, or a tuple of arrays): other shapes, non-float dtypes, non-arrays, the wrong structure."""
+    if isinstance(out, tuple):
+        good = tuple(backend.asarray(np.zeros(o.shape)) for o in out)
+        one_wrong = (wrong_douts(good[0])[0],) + good[1:]
+        return [good[0], good[:-1], good + good[:1], (None,) * len(good), one_wrong]
+    s = tuple(out.shape)
+
+    def zeros(shape, dtype=np.float64):
+        return backend.asarray(np.zeros(shape, dtype))
+
+    return [zeros(s + (1,)), zeros((int(np.prod(s)) + 1,)), zeros(s[:-1] + (s[-1] + 1,)), zeros(()),
+            zeros(s, np.int64), zeros(s, np.complex128), zeros(s, bool), 1.0, 3, None, np.zeros(s).tolist(),
+            (zeros(s), zeros(s))]
+
+
 class Case:
     """One layer configuration: build(dtype) -> module, inputs(gen, dtype) -> tuple of arrays,
     kwargs for forward (not differentiated), the expected output shape and the gradcheck bar."""

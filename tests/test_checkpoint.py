@@ -79,8 +79,14 @@ def test_missing_truncated_and_foreign_files(tmp_path):
     text = str(tmp_path / "notes.txt")
     with open(text, "w") as f:
         f.write("hello")
-    with pytest.raises(checkpoint.CheckpointError, match="notes.txt: not a readable .npz"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"notes.txt: not a minivit checkpoint \(expected"):
         checkpoint.load(text)
+    noise = str(tmp_path / "noise.npz")  # random bytes: numpy would suggest unpickling them
+    with open(noise, "wb") as f:
+        f.write(np.random.default_rng(0).bytes(1000))
+    with pytest.raises(checkpoint.CheckpointError, match="not a minivit checkpoint") as e:
+        checkpoint.load(noise)
+    assert "allow_pickle" not in str(e.value)
     other = str(tmp_path / "other.npz")
     np.savez(other, weights=np.zeros(3))
     with pytest.raises(checkpoint.CheckpointError, match="other.npz: not a minivit checkpoint"):

@@ -1,11 +1,15 @@
 """The layer contract (DESIGN.md), run over every layer class: output shape, gradient check,
-accumulation, zero_grad, backward-before-forward; and the train/eval behaviour of the regularisers."""
+accumulation, zero_grad, backward-before-forward, a wrong dout rejected before any gradient is
+touched, nonsense sizes rejected by the constructors; and the train/eval behaviour of the
+regularisers."""
+
+import re
 
 import numpy as np
 import pytest
-from conftest import CASES, as_tuple, case_ids, npy, randn, restore, rng_states
+from conftest import CASES, as_tuple, case_ids, npy, randn, restore, rng_states, snapshot, wrong_douts
 
-from minivit import nn
+from minivit import backend, nn
 from minivit.gradcheck import gradcheck
 
 LAYER_CLASSES = {
@@ -79,6 +83,50 @@ def test_backward_before_forward_raises(case):
     module.backward(dout)
     with pytest.raises(RuntimeError, match="before forward"):  # one backward per forward
         module.backward(dout)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_ids(CASES))
+def test_wrong_dout_is_rejected_before_any_gradient_is_touched(case):
+    module, inputs, kwargs = case.make()
+    gen = np.random.default_rng(1)
+    for p in module.parameters():  # nonzero gradients, so that any change shows
+        p.grad[...] = backend.asarray(gen.standard_normal(p.shape), dtype=p.dtype)
+    states = rng_states(module)
+    out = module.forward(*inputs, **kwargs)
+    before = snapshot(module)
+    for dout in wrong_douts(out):
+        with pytest.raises(ValueError, match=rf"^{type(module).__name__}\.backward expected dout to be a "
+                                             rf"floating-point array of shape {re.escape(str(out.shape))} "
+                                             r"\(what forward returned\), got "):
+            module.backward(dout)
+        assert snapshot(module) == before, f"a rejected dout changed a parameter: {dout!r:.60}"
+    # the saved state was not consumed: a right dout (any float dtype) works as after a fresh forward
+    upstream = randn(gen, *out.shape)
+    first = [npy(g).copy() for g in as_tuple(module.backward(upstream.astype(np.float32)))]
+    again = _forward_backward(module, inputs, kwargs, upstream.astype(np.float32), states)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: nn.Linear(0, 3), "Linear in_features must be an integer >= 1, got 0"),
+    (lambda: nn.Linear(3, 2.0), "Linear out_features must be an integer >= 1, got 2.0"),
+    (lambda: nn.LayerNorm(0), "LayerNorm dim must be an integer >= 1, got 0"),
+    (lambda: nn.LayerNorm(4, eps=-1e-6), "LayerNorm eps must be a finite number >= 0, got -1e-06"),
+    (lambda: nn.MultiHeadSelfAttention(8, 0), "attention num_heads must be an integer >= 1, got 0"),
+    (lambda: nn.MultiHeadSelfAttention(0, 2), "attention dim must be an integer >= 1, got 0"),
+    (lambda: nn.MLP(8, 0), "Linear out_features must be an integer >= 1, got 0"),
+    (lambda: nn.Patchify(0), "patch_size must be an integer >= 1, got 0"),
+    (lambda: nn.PatchEmbed(8, 0), "patch_size must be an integer >= 1, got 0"),
+    (lambda: nn.PatchEmbed(8, 2, in_chans=-1), "in_chans must be an integer >= 1, got -1"),
+    (lambda: nn.ClassToken(4, 0), "ClassToken num_tokens must be an integer >= 1, got 0"),
+    (lambda: nn.PositionEmbedding(0, 4), "PositionEmbedding num_tokens must be an integer >= 1, got 0"),
+    (lambda: nn.SinCosPositionEmbedding(0, 8), "SinCosPositionEmbedding grid_size must be an integer >= 1"),
+    (lambda: nn.Block(8, 2, mlp_ratio=0.0), "Linear out_features must be an integer >= 1, got 0"),
+])
+def test_constructors_reject_nonsense_sizes(make, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make()
 
 
 # ----------------------------------------------------------------------------- regularisers

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import snapshot, wrong_douts
 
 from minivit import create_model
 from minivit.gradcheck import assert_gradcheck
@@ -118,11 +119,30 @@ def test_eval_backward_splits_the_gradient_evenly_between_the_heads():
 def test_backward_must_take_what_forward_returned():
     model, x = _model(), _images()
     z_cls, _ = model.train().forward(x)
-    with pytest.raises(ValueError, match="pair \\(dz_cls, dz_dist\\) in training mode"):
+    pair = r"a tuple \(a floating-point array of shape \(3, 3\), a floating-point array of shape \(3, 3\)\)"
+    with pytest.raises(ValueError, match=rf"DistilledVisionTransformer.backward expected dout to be {pair} "
+                                         r"\(what forward returned\), got an array of shape \(3, 3\)"):
         model.backward(z_cls)
     model.eval().forward(x)
-    with pytest.raises(ValueError, match="one array in eval mode"):
+    with pytest.raises(ValueError, match=r"expected dout to be a floating-point array of shape \(3, 3\) "
+                                         r"\(what forward returned\), got a tuple \("):
         model.backward((z_cls, z_cls))
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_wrong_dout_leaves_every_gradient_unchanged(mode):
+    model, x = _model(drop_rate=0.1), _images()
+    model.train(mode == "train")
+    out = model.forward(x)
+    model.backward(tuple(np.ones_like(o) for o in out) if mode == "train" else np.ones_like(out))
+    out = model.forward(x)
+    before = snapshot(model)
+    for dout in wrong_douts(out):
+        with pytest.raises(ValueError, match="DistilledVisionTransformer.backward expected dout to be"):
+            model.backward(dout)
+        assert snapshot(model) == before
+    model.backward(tuple(np.ones_like(o) for o in out) if mode == "train" else np.ones_like(out))
+    assert snapshot(model) != before
 
 
 class _DistilledStudent(Module):

@@ -1,10 +1,11 @@
 """The Vision Transformer and the model registry."""
 
 import math
+import re
 
 import numpy as np
 import pytest
-from conftest import npy, randn, randomize, tiny_vit
+from conftest import npy, randn, randomize, snapshot, tiny_vit, wrong_douts
 
 from minivit import backend, create_model, list_models, nn
 from minivit.gradcheck import gradcheck
@@ -84,22 +85,80 @@ def test_drop_path_rate_grows_linearly_with_depth():
 def test_bad_configuration_is_a_value_error():
     with pytest.raises(ValueError, match="unknown model 'vit_nope'.*vit_digits"):
         create_model("vit_nope")
-    with pytest.raises(ValueError, match="bad configuration for 'vit_digits'.*colour"):
+    with pytest.raises(ValueError, match=r"bad configuration for 'vit_digits': unknown settings "
+                                         r"\['colour'\]; VisionTransformer takes approximate, .*, "
+                                         r"weight_init$"):
         create_model("vit_digits", colour=True)
-    with pytest.raises(ValueError, match="not divisible by patch_size 2"):
+    with pytest.raises(ValueError, match="bad configuration for 'vit_digits': img_size 9 is not divisible by "
+                                         "patch_size 2"):
         create_model("vit_digits", img_size=9)
     with pytest.raises(ValueError, match="not divisible by num_heads 5"):
         create_model("vit_digits", num_heads=5)
-    with pytest.raises(ValueError, match="pool must be 'cls' or 'mean'"):
+    with pytest.raises(ValueError, match="pool must be one of 'cls', 'mean', got 'max'"):
         create_model("vit_digits", pool="max")
     with pytest.raises(ValueError, match="pool='cls' needs a class token"):
         create_model("vit_digits", pool="cls", class_token=False)
     with pytest.raises(ValueError, match="float32 or float64"):
         create_model("vit_digits", dtype="float16")
-    with pytest.raises(ValueError, match="pos_embed must be 'learn' or 'sincos'"):
+    with pytest.raises(ValueError, match="pos_embed must be one of 'learn', 'sincos', got 'rope'"):
         create_model("vit_digits", pos_embed="rope")
     with pytest.raises(ValueError, match="init must be one of"):
         create_model("vit_digits", weight_init="xavier")
+
+
+NONSENSE = [  # (override, what the message says), each on vit_digits
+    (dict(img_size=0), "img_size must be an integer >= 1, got 0"),
+    (dict(img_size=8.0), "img_size must be an integer >= 1, got 8.0"),
+    (dict(patch_size=0), "patch_size must be an integer >= 1, got 0"),
+    (dict(patch_size=3), "img_size 8 is not divisible by patch_size 3"),
+    (dict(in_chans=0), "in_chans must be an integer >= 1, got 0"),
+    (dict(num_classes=0), "num_classes must be an integer >= 1, got 0"),
+    (dict(num_classes=True), "num_classes must be an integer >= 1, got True"),
+    (dict(embed_dim=0), "embed_dim must be an integer >= 1, got 0"),
+    (dict(embed_dim=66, num_heads=2), "pos_embed='sincos' needs embed_dim divisible by 4, got embed_dim 66"),
+    (dict(depth=-1), "depth must be an integer >= 1, got -1"),
+    (dict(depth=0), "depth must be an integer >= 1, got 0"),
+    (dict(num_heads=0), "num_heads must be an integer >= 1, got 0"),
+    (dict(num_heads=3), "embed_dim 64 is not divisible by num_heads 3"),
+    (dict(mlp_ratio=0), "mlp_ratio must be a finite number > 0, got 0.0"),
+    (dict(mlp_ratio=float("nan")), "mlp_ratio must be a finite number > 0, got nan"),
+    (dict(mlp_ratio=1e-3), "mlp_ratio must give a hidden width int(embed_dim * mlp_ratio) >= 1, "
+                           "got int(64 * 0.001) = 0"),
+    (dict(mlp_ratio="4"), "mlp_ratio must be a finite number > 0, got '4'"),
+    (dict(drop_rate=1.0), "drop_rate must be a finite number in [0, 1), got 1.0"),
+    (dict(attn_drop_rate=-0.1), "attn_drop_rate must be a finite number in [0, 1), got -0.1"),
+    (dict(drop_path_rate=float("inf")), "drop_path_rate must be a finite number in [0, 1), got inf"),
+    (dict(qkv_bias=1), "qkv_bias must be True or False, got 1"),
+    (dict(class_token="yes"), "class_token must be True or False, got 'yes'"),
+    (dict(pool=None), "pool must be one of 'cls', 'mean', got None"),
+    (dict(approximate="erf"), "approximate must be one of 'none', 'tanh', got 'erf'"),
+    (dict(weight_init=None), "weight_init must be one of 'trunc_normal', 'fan_in', got None"),
+    (dict(dtype="int8"), "dtype must be float32 or float64, got int8"),
+    (dict(dtype=5), "dtype must be float32 or float64, got 5"),
+    (dict(seed=-1), "seed must be an integer >= 0, a numpy.random.Generator or None, got -1"),
+    (dict(seed=1.5), "seed must be an integer >= 0, a numpy.random.Generator or None, got 1.5"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", NONSENSE, ids=[str(o) for o, _ in NONSENSE])
+def test_nonsense_configuration_is_rejected_before_anything_is_built(monkeypatch, overrides, message):
+    from minivit.models import vit
+
+    def build(*args, **kwargs):
+        raise AssertionError("a layer was built")
+
+    monkeypatch.setattr(vit, "PatchEmbed", build)
+    with pytest.raises(ValueError, match=r"^bad configuration for 'vit_digits': " + re.escape(message)):
+        create_model("vit_digits", **overrides)
+    with pytest.raises(ValueError, match=re.escape(message)):  # the constructor checks too
+        VisionTransformer(**{**model_config("vit_digits"), **overrides})
+
+
+def test_seed_may_be_a_generator_or_none():
+    a = tiny_vit(seed=np.random.default_rng(4))
+    b = tiny_vit(seed=4)
+    assert all(np.array_equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+    assert tiny_vit(seed=None).num_parameters() == b.num_parameters()
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -127,6 +186,25 @@ def test_forward_backward_shapes_and_every_gradient_filled():
     assert dx.shape == x.shape and dx.dtype == np.float64
     for name, p in m.named_parameters():
         assert np.abs(npy(p.grad)).max() > 0, f"{name} got no gradient"
+
+
+def test_wrong_dout_leaves_every_gradient_unchanged():
+    m = randomize(create_model("vit_digits", dtype="float64"), np.random.default_rng(0))
+    x = randn(np.random.default_rng(1), 4, 1, 8, 8)
+    m.forward(x)
+    m.backward(randn(np.random.default_rng(2), 4, 10))  # gradients that are not zero
+    logits = m.forward(x)
+    before = snapshot(m)
+    with pytest.raises(ValueError, match=r"^VisionTransformer.backward expected dout to be a floating-point "
+                                         r"array of shape \(4, 10\) \(what forward returned\), "
+                                         r"got an array of shape \(40,\), dtype float64$"):
+        m.backward(np.zeros(40))
+    for dout in wrong_douts(logits):
+        with pytest.raises(ValueError, match="VisionTransformer.backward expected dout"):
+            m.backward(dout)
+        assert snapshot(m) == before
+    dx = m.backward(np.ones((4, 10), np.float32))  # then a right one (float32 into float64 is fine)
+    assert dx.shape == x.shape and snapshot(m) != before
 
 
 def test_forward_is_features_then_head():

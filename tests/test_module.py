@@ -1,8 +1,9 @@
-"""Module, Parameter, ModuleList, Sequential: registration, names, modes and state dicts."""
+"""Module, Parameter, ModuleList, Sequential: registration, names, modes, state dicts, and the
+checks that make errors all-or-nothing (load_state_dict, backward's dout)."""
 
 import numpy as np
 import pytest
-from conftest import npy, randn, tiny_vit
+from conftest import npy, randn, snapshot, tiny_vit
 
 from minivit import backend, nn
 
@@ -107,6 +108,148 @@ def test_load_state_dict_mis_shaped_key():
     # a rejected state dict leaves the model as it was, not half loaded
     after = m.state_dict()
     assert all(np.array_equal(after[k], before[k]) for k in before)
+
+
+_W = (8, 3)  # head.weight of tiny_vit, the last entry: every other entry would be copied first
+
+
+@pytest.mark.parametrize("value,message", [
+    (np.full(_W, np.nan), r"'head.weight' has 24 non-finite values \(nan or inf\) in float64"),
+    (np.where(np.eye(8, 3) > 0, np.inf, 1.0), r"'head.weight' has 3 non-finite values"),
+    (np.full(_W, -np.inf), r"'head.weight' has 24 non-finite values"),
+    (np.full(_W, "0.5"), r"'head.weight' must be an array of real numbers, got dtype <U3"),
+    ([["a", "b", "c"]] * 8, r"'head.weight' must be an array of real numbers, got dtype <U1"),
+    (None, r"'head.weight' must be an array of real numbers, got dtype object"),
+    (np.full(_W, object()), r"'head.weight' must be an array of real numbers, got dtype object"),
+    (np.zeros(_W, np.complex128), r"'head.weight' must be an array of real numbers, got dtype complex128"),
+    (np.ones(_W, bool), r"'head.weight' must be an array of real numbers, got dtype bool"),
+    ([[1.0, 2.0, 3.0]] * 7 + [[1.0]], r"'head.weight' must be an array of real numbers, got list"),
+    (np.zeros((3, 8)), r"'head.weight' has shape \(3, 8\), expected \(8, 3\)"),
+    (np.float64(1.0), r"'head.weight' has shape \(\), expected \(8, 3\)"),
+], ids=["nan", "inf", "-inf", "str-array", "str-list", "None", "object", "complex", "bool", "ragged", "shape",
+        "scalar"])
+def test_load_state_dict_rejects_a_bad_entry_and_changes_nothing(value, message):
+    m = tiny_vit()
+    before = snapshot(m)
+    sd = tiny_vit(seed=9).state_dict()  # other values everywhere: a partial copy would show
+    sd["head.weight"] = value
+    with pytest.raises(ValueError, match="state dict does not fit VisionTransformer: .*" + message):
+        m.load_state_dict(sd)
+    assert snapshot(m) == before
+
+
+def test_load_state_dict_rejects_values_that_overflow_the_model_dtype():
+    m = tiny_vit(dtype="float32")
+    before = snapshot(m)
+    sd = tiny_vit(dtype="float64").state_dict()
+    sd["head.bias"] = np.array([1.0, 1e39, -1e39])  # finite in float64, inf in float32
+    with pytest.raises(ValueError, match=r"'head.bias' has 2 non-finite values \(nan or inf\) in float32"):
+        m.load_state_dict(sd)
+    assert snapshot(m) == before
+
+
+def test_load_state_dict_names_every_bad_entry_and_converts_numbers():
+    m = tiny_vit()
+    sd = m.state_dict()
+    sd["cls_token.weight"], sd["head.bias"] = np.full((1, 1, 8), np.nan), np.zeros(5)
+    with pytest.raises(ValueError, match=r"'cls_token.weight' has 8 non-finite.*; "
+                                         r".*'head.bias' has shape \(5,\)"):
+        m.load_state_dict(sd)
+    sd = m.state_dict()
+    sd["head.bias"] = [1, 2, 3]  # integers and nested lists are numbers too
+    m.load_state_dict(sd)
+    assert m.head.bias.data.dtype == np.float64
+    np.testing.assert_array_equal(npy(m.head.bias.data), [1.0, 2.0, 3.0])
+
+
+def test_load_state_dict_needs_a_mapping_and_tolerates_odd_keys():
+    m = tiny_vit()
+    with pytest.raises(ValueError, match="state dict must map names to arrays, got list"):
+        m.load_state_dict(list(m.state_dict().items()))
+    with pytest.raises(ValueError, match=r"unexpected keys \[0\]"):
+        m.load_state_dict({**m.state_dict(), 0: np.zeros(1)})
+
+
+# ----------------------------------------------------------------------------- backward's dout
+
+class _Flat(nn.Linear):
+    """A subclass whose forward and backward call Linear's: the inner calls see other shapes."""
+
+    def forward(self, x):
+        return super().forward(x).reshape(-1)  # (M * D_out,)
+
+    def backward(self, dout):
+        return super().backward(dout.reshape(-1, self.out_features))
+
+
+class _Scalar(nn.Module):
+    """A loss-like module: forward returns a scalar."""
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        return float((x * x).sum())
+
+    def backward(self, dout):
+        (x,) = self.saved()
+        return 2 * dout * x
+
+
+class _FakeCupyArray(np.ndarray):
+    """A NumPy array that backend.is_cupy takes for a CuPy one (its type's module starts with cupy)."""
+
+
+_FakeCupyArray.__module__ = "cupy._fake"
+
+
+def test_only_the_outermost_call_records_and_checks():
+    lin = _Flat(3, 2, dtype="float64")
+    x = randn(np.random.default_rng(0), 4, 3)
+    assert lin.forward(x).shape == (8,)
+    with pytest.raises(ValueError, match=r"_Flat.backward expected dout to be a floating-point array of "
+                                         r"shape \(8,\) \(what forward returned\), "
+                                         r"got an array of shape \(4, 2\)"):
+        lin.backward(randn(np.random.default_rng(1), 4, 2))
+    assert lin.backward(randn(np.random.default_rng(1), 8)).shape == (4, 3)
+
+
+def test_a_failed_forward_records_nothing_and_leaves_no_trace():
+    lin = nn.Linear(3, 2, dtype="float64")
+    with pytest.raises(ValueError, match="Linear expected input"):
+        lin.forward(np.zeros((4, 5)))
+    lin.forward(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r"shape \(4, 2\) \(what forward returned\), "
+                                         r"got an array of shape \(4, 5\)"):
+        lin.backward(np.zeros((4, 5)))
+    assert lin.backward(np.zeros((4, 2))).shape == (4, 3)
+
+
+def test_scalar_output_takes_a_float_or_a_0d_array():
+    m = _Scalar()
+    x = np.arange(3.0)
+    for dout in (1.0, np.float64(1.0), np.array(1.0), np.array(1.0, np.float32)):
+        m.forward(x)
+        np.testing.assert_array_equal(m.backward(dout), 2 * x)
+    m.forward(x)
+    for dout in (1, np.ones(1), np.array(1), None):
+        with pytest.raises(ValueError, match=r"_Scalar.backward expected dout to be "
+                                             r"a floating-point array of shape \(\)"):
+            m.backward(dout)
+
+
+def test_dout_on_the_other_device_is_rejected():
+    lin = nn.Linear(3, 2, dtype="float64")
+    out = lin.forward(randn(np.random.default_rng(0), 4, 3))
+    other = npy(out) if backend.is_cupy(out) else npy(out).view(_FakeCupyArray)
+    with pytest.raises(ValueError, match=r"expected dout to be a floating-point (CuPy )?array "
+                                         r"of shape \(4, 2\)"):
+        lin.backward(other)
+    lin.backward(out)
+
+
+def test_backward_before_forward_is_a_runtime_error_whatever_the_dout():
+    for dout in (3, None, np.zeros(40), np.zeros((2, 3))):
+        with pytest.raises(RuntimeError, match="before forward"):
+            tiny_vit().backward(dout)
 
 
 def test_zero_grad_and_train_eval_over_the_tree():

@@ -2,12 +2,13 @@
 overfit run: 32 digits learned to 100% training accuracy."""
 
 import math
+import re
 
 import numpy as np
 import pytest
 
 from minivit import backend, create_model
-from minivit.data import load_digits
+from minivit.data import load_dataset
 from minivit.losses import CrossEntropyLoss
 from minivit.nn import Parameter
 from minivit.optim import SGD, AdamW, WarmupCosine, clip_grad_norm, no_weight_decay, param_groups
@@ -200,9 +201,50 @@ def test_load_state_dict_errors():
         AdamW(make_params()).load_state_dict({k: v for k, v in sd.items() if k != "steps"})
 
 
+def _optimizer_state(opt):
+    return opt.steps, {k: [None if b is None else backend.to_numpy(b).tobytes() for b in bufs]
+                       for k, bufs in opt.state.items()}
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"steps": np.array(-1)}, "optimizer state 'steps' must be an integer >= 0, got -1"),
+    ({"steps": np.array(2.5)}, "optimizer state 'steps' must be an integer >= 0, got array(2.5)"),
+    ({"steps": np.array([1, 2])}, "optimizer state 'steps' must be an integer >= 0, got array([1, 2])"),
+    ({"steps": True}, "optimizer state 'steps' must be an integer >= 0, got True"),
+    ({"steps": "3"}, "optimizer state 'steps' must be an integer >= 0, got '3'"),
+    ({"exp_avg_sq.4": np.full((2, 6), np.nan)}, "optimizer state 'exp_avg_sq.4' has 12 non-finite values"),
+    ({"exp_avg.4": np.full((2, 6), "x")}, "optimizer state 'exp_avg.4' must be an array of real numbers"),
+    ({"exp_avg.4": None}, "optimizer state 'exp_avg.4' must be an array of real numbers, got dtype object"),
+    ({"exp_avg_sq.4": np.zeros((6, 2))}, "optimizer state 'exp_avg_sq.4' has shape (6, 2), expected (2, 6)"),
+])
+def test_load_state_dict_is_all_or_nothing(change, message):
+    params = make_params()
+    opt = AdamW([p for _, p in params])  # one group: buffer i belongs to SHAPES' entry i
+    run_minivit(opt, params, grads(3))
+    sd = dict(opt.state_dict(), **{"exp_avg.0": np.ones((4, 3))})  # a valid entry that would be loaded first
+    params2 = make_params()
+    opt2 = AdamW([p for _, p in params2])
+    run_minivit(opt2, params2, grads(1))
+    before = _optimizer_state(opt2)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        opt2.load_state_dict(dict(sd, **change))
+    assert _optimizer_state(opt2) == before
+
+
+def test_load_state_dict_takes_a_plain_int_and_leaves_out_missing_buffers():
+    params = make_params()
+    opt = SGD([p for _, p in params], lr=0.1, momentum=0.9)
+    run_minivit(opt, params, grads(2))
+    sd = {k: v for k, v in opt.state_dict().items() if k != "momentum_buffer.1"}
+    opt.load_state_dict(dict(sd, steps=7))
+    assert opt.steps == 7 and opt.state["momentum_buffer"][1] is None
+    with pytest.raises(ValueError, match="optimizer state must map names to arrays, got list"):
+        opt.load_state_dict(list(sd.items()))
+
+
 def test_overfit_32_digits_to_100_percent():
     """The issue's overfit test: 32 training images, full-batch AdamW, 100% within 300 steps."""
-    ds = load_digits()
+    ds = load_dataset("digits", val_fraction=0.0)
     x = backend.asarray(ds.normalize(ds.x_train[:32]))
     y = ds.y_train[:32]
     model = create_model("vit_digits", seed=0)

@@ -47,13 +47,7 @@ class DistilledVisionTransformer(VisionTransformer):
         return (z_cls, z_dist) if self.training else (z_cls + z_dist) / 2
 
     def backward_head(self, dout):
-        shape, pair = self.saved()
-        if pair != isinstance(dout, tuple):
-            raise ValueError(
-                "backward takes what forward returned: a pair (dz_cls, dz_dist) in training mode, "
-                f"one array in eval mode; got {'a tuple' if isinstance(dout, tuple) else 'an array'} "
-                f"after a forward in {'training' if pair else 'eval'} mode"
-            )
+        shape, pair = self.saved()  # backward() has checked that dout is what forward returned
         d_cls, d_dist = dout if pair else (dout / 2, dout / 2)
         xp = backend.xp_of(d_cls)
         dy = xp.stack([self.head.backward(d_cls), self.head_dist.backward(d_dist)], axis=1)  # (B, 2, D)

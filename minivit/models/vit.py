@@ -1,6 +1,6 @@
 """The Vision Transformer (Dosovitskiy et al., 2021, "An Image is Worth 16x16 Words")."""
 
-from .. import backend
+from .. import backend, validate
 from ..nn import (
     Block,
     ClassToken,
@@ -62,6 +62,8 @@ class VisionTransformer(Module):
     E_pos by a fixed 2-D sine-cosine table (SinCosPositionEmbedding).
     Mean pooling takes LN after pooling (timm's fc_norm); for class-token pooling LN(z_L^0) is
     the same whichever comes first, because LN acts per token.
+    Every setting is checked before anything is built: a nonsense one (embed_dim=0, depth=-1,
+    drop_rate=1.5, patch_size not dividing img_size, ...) is a ValueError that names it.
     """
 
     num_prefix_tokens = 1  # class token; DeiT's distilled models have 2
@@ -70,10 +72,33 @@ class VisionTransformer(Module):
                  depth=12, num_heads=12, mlp_ratio=4.0, qkv_bias=True, pool="cls", class_token=True,
                  drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, approximate="none",
                  weight_init="trunc_normal", pos_embed="learn", dtype=None, seed=0):
-        if pos_embed not in ("learn", "sincos"):
-            raise ValueError(f"pos_embed must be 'learn' or 'sincos', got {pos_embed!r}")
-        if weight_init not in Linear.INITS:
-            raise ValueError(f"weight_init must be one of {Linear.INITS}, got {weight_init!r}")
+        # every setting is checked before anything is built: a ValueError names the setting
+        for name, value in [("img_size", img_size), ("patch_size", patch_size), ("in_chans", in_chans),
+                            ("num_classes", num_classes), ("embed_dim", embed_dim), ("depth", depth),
+                            ("num_heads", num_heads)]:
+            validate.integer(name, value, 1)
+        if img_size % patch_size:
+            raise ValueError(f"img_size {img_size} is not divisible by patch_size {patch_size}")
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        validate.number("mlp_ratio", mlp_ratio, 0.0, low_open=True)
+        if int(embed_dim * mlp_ratio) < 1:
+            raise ValueError(f"mlp_ratio must give a hidden width int(embed_dim * mlp_ratio) >= 1, "
+                             f"got int({embed_dim} * {mlp_ratio!r}) = 0")
+        for name, value in [("drop_rate", drop_rate), ("attn_drop_rate", attn_drop_rate),
+                            ("drop_path_rate", drop_path_rate)]:
+            validate.probability(name, value)
+        validate.flag("qkv_bias", qkv_bias)
+        validate.flag("class_token", class_token)
+        validate.choice("pool", pool, ("cls", "mean"))
+        if pool == "cls" and not class_token:
+            raise ValueError("pool='cls' needs a class token: set class_token=True or pool='mean'")
+        validate.choice("approximate", approximate, ("none", "tanh"))
+        validate.choice("weight_init", weight_init, Linear.INITS)
+        validate.choice("pos_embed", pos_embed, ("learn", "sincos"))
+        if pos_embed == "sincos" and embed_dim % 4:
+            raise ValueError(f"pos_embed='sincos' needs embed_dim divisible by 4, got embed_dim {embed_dim}")
+        validate.seed("seed", seed)
         dtype = backend.resolve_dtype(dtype)
         gen = backend.rng(seed)
         self.rng = gen  # shared by dropout and drop-path: one state to save and restore

@@ -1,6 +1,6 @@
 """Scaled dot-product attention and multi-head self-attention (Vaswani et al., 2017)."""
 
-from .. import backend, kernels
+from .. import backend, kernels, validate
 from .activation import softmax, softmax_backward
 from .linear import Linear
 from .module import Module
@@ -90,6 +90,8 @@ class MultiHeadSelfAttention(Module):
 
     def __init__(self, dim, num_heads=8, qkv_bias=True, attn_drop=0.0, proj_drop=0.0, rng=None,
                  dtype=None):
+        validate.integer("attention dim", dim, 1)
+        validate.integer("attention num_heads", num_heads, 1)
         if dim % num_heads:
             raise ValueError(f"embed dim {dim} is not divisible by num_heads {num_heads}")
         gen = backend.rng(rng)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .. import backend
+from .. import backend, validate
 from .linear import Linear
 from .module import Module, Parameter
 
@@ -19,7 +19,7 @@ class Patchify(Module):
     """
 
     def __init__(self, patch_size):
-        self.patch_size = patch_size
+        self.patch_size = validate.integer("patch_size", patch_size, 1)
 
     def forward(self, x):
         P = self.patch_size
@@ -60,6 +60,9 @@ class PatchEmbed(Module):
 
     def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768, rng=None,
                  dtype=None):
+        for name, value in [("img_size", img_size), ("patch_size", patch_size), ("in_chans", in_chans),
+                            ("embed_dim", embed_dim)]:
+            validate.integer(name, value, 1)
         if img_size % patch_size:
             raise ValueError(
                 f"img_size {img_size} is not divisible by patch_size {patch_size}"
@@ -100,8 +103,9 @@ class ClassToken(Module):
     """
 
     def __init__(self, dim, num_tokens=1, rng=None, dtype=None):
+        validate.integer("ClassToken dim", dim, 1)
+        self.num_tokens = validate.integer("ClassToken num_tokens", num_tokens, 1)
         gen = backend.rng(rng)
-        self.num_tokens = num_tokens
         tokens = backend.trunc_normal(gen, (1, num_tokens, dim), 0.02, dtype)
         tokens[:, 0] = 0.0
         self.weight = Parameter(tokens)
@@ -145,6 +149,8 @@ class PositionEmbedding(Module):
     """
 
     def __init__(self, num_tokens, dim, rng=None, dtype=None):
+        validate.integer("PositionEmbedding num_tokens", num_tokens, 1)
+        validate.integer("PositionEmbedding dim", dim, 1)
         gen = backend.rng(rng)
         self.weight = Parameter(backend.trunc_normal(gen, (1, num_tokens, dim), 0.02, dtype))
 
@@ -171,6 +177,9 @@ class SinCosPositionEmbedding(Module):
     """
 
     def __init__(self, grid_size, dim, num_prefix_tokens=0, dtype=None):
+        validate.integer("SinCosPositionEmbedding grid_size", grid_size, 1)
+        validate.integer("SinCosPositionEmbedding dim", dim, 1)
+        validate.integer("SinCosPositionEmbedding num_prefix_tokens", num_prefix_tokens, 0)
         if dim % 4:
             raise ValueError(f"a 2-D sin-cos position embedding needs embed_dim divisible by 4, got {dim}")
         w = 10000.0 ** (-np.arange(dim // 4) / (dim // 4))  # (D/4,)

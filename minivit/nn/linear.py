@@ -2,7 +2,7 @@
 
 import math
 
-from .. import backend, kernels
+from .. import backend, kernels, validate
 from .module import Module, Parameter
 
 
@@ -23,6 +23,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, init="trunc_normal", std=0.02, rng=None,
                  dtype=None):
+        validate.integer("Linear in_features", in_features, 1)
+        validate.integer("Linear out_features", out_features, 1)
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(backend.zeros((in_features, out_features), dtype))
         self.bias = Parameter(backend.zeros((out_features,), dtype)) if bias else None

@@ -6,11 +6,26 @@ each ``Parameter.grad`` (so two backward passes without ``zero_grad`` add up, as
 
 Assigning a Parameter or a Module to an attribute registers it, in assignment order; names are
 dotted paths such as ``blocks.0.attn.qkv.weight``.
+
+Errors are all-or-nothing: a rejected ``backward`` or ``load_state_dict`` has changed nothing.
+
+* ``backward(dout)`` takes what ``forward`` returned: an array of the output's shape (any
+  floating dtype, on the output's device), or a tuple of such arrays where forward returned a
+  tuple (DeiT in training mode). Module checks this once for every layer and model: each
+  subclass's ``forward`` and ``backward`` are wrapped (``__init_subclass__``) so that the
+  outermost forward call on an instance records what it returned, and the outermost backward
+  call checks ``dout`` against that before the body runs. A wrong ``dout`` raises a ValueError,
+  with no gradient touched and the saved state kept, so a correct backward can follow. Nested
+  calls on the same instance (``super().forward(...)``) are neither recorded nor checked; further
+  arguments (``out=``) pass through. A backward before any forward runs the body unchecked,
+  which raises its "called before forward()" RuntimeError from ``saved()``.
+* ``load_state_dict(state)`` checks every entry (names, shapes, real finite numbers) and converts
+  each to its parameter's dtype and device before it copies any.
 """
 
-import numpy as np
+import functools
 
-from .. import backend
+from .. import backend, validate
 
 
 class Parameter:
@@ -36,10 +51,101 @@ class Parameter:
         return f"Parameter(shape={tuple(self.shape)}, dtype={self.dtype})"
 
 
+def _spec(out):
+    """What backward must take for forward's output ``out``: (shape, on the GPU) for a float
+    array, a list of specs for a tuple, None (anything) for other outputs."""
+    if isinstance(out, (tuple, list)):
+        return [_spec(o) for o in out]
+    if isinstance(out, float):  # a Python or NumPy float scalar (a loss)
+        return (), False
+    if getattr(getattr(out, "dtype", None), "kind", None) == "f":
+        return tuple(out.shape), backend.is_cupy(out)
+    return None
+
+
+def _fits(spec, dout):
+    if spec is None:
+        return True
+    if type(spec) is list:
+        return isinstance(dout, (tuple, list)) and len(dout) == len(spec) and all(map(_fits, spec, dout))
+    shape, gpu = spec
+    if isinstance(dout, float):  # a Python float works as the gradient of a scalar
+        return shape == ()
+    return (getattr(getattr(dout, "dtype", None), "kind", None) == "f" and tuple(dout.shape) == shape
+            and backend.is_cupy(dout) == gpu)
+
+
+def _expected(spec):
+    if type(spec) is list:
+        return f"a tuple ({', '.join(map(_expected, spec))})"
+    if spec is None:
+        return "anything"
+    shape, gpu = spec
+    return f"a floating-point {'CuPy ' if gpu else ''}array of shape {shape}"
+
+
+def _got(x):
+    if isinstance(x, (tuple, list)):
+        return f"a tuple ({', '.join(map(_got, x))})"
+    dtype = getattr(x, "dtype", None)
+    if dtype is None or not hasattr(x, "shape"):
+        return f"{type(x).__name__} {x!r:.40}"
+    return f"{'a CuPy' if backend.is_cupy(x) else 'an'} array of shape {tuple(x.shape)}, dtype {dtype}"
+
+
+def _recording(forward):
+    """forward, recording what the outermost call on an instance returned (see the docstring)."""
+
+    @functools.wraps(forward)
+    def wrapper(self, *args, **kwargs):
+        d = self.__dict__
+        if d.get("_in_forward"):
+            return forward(self, *args, **kwargs)
+        d["_in_forward"] = True
+        try:
+            out = forward(self, *args, **kwargs)
+        finally:
+            d["_in_forward"] = False
+        d["_out_spec"] = _spec(out)
+        return out
+
+    return wrapper
+
+
+def _checking(backward):
+    """backward, whose outermost call on an instance first checks dout against forward's output."""
+
+    @functools.wraps(backward)
+    def wrapper(self, dout, *args, **kwargs):
+        d = self.__dict__
+        if d.get("_in_backward"):
+            return backward(self, dout, *args, **kwargs)
+        spec = d.get("_out_spec")
+        if spec is not None and not _fits(spec, dout):
+            raise ValueError(
+                f"{type(self).__name__}.backward expected dout to be {_expected(spec)} "
+                f"(what forward returned), got {_got(dout)}"
+            )
+        d["_in_backward"] = True
+        try:
+            return backward(self, dout, *args, **kwargs)
+        finally:
+            d["_in_backward"] = False
+
+    return wrapper
+
+
 class Module:
     """Base class of every layer and model (see the module docstring for the contract)."""
 
     training = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__:
+            cls.forward = _recording(cls.__dict__["forward"])
+        if "backward" in cls.__dict__:
+            cls.backward = _checking(cls.__dict__["backward"])
 
     def __setattr__(self, name, value):
         d = self.__dict__
@@ -118,24 +224,34 @@ class Module:
         return {name: backend.to_numpy(p.data).copy() for name, p in self.named_parameters()}
 
     def load_state_dict(self, state):
-        """Copy arrays into the parameters; every name and shape must match exactly."""
+        """Copy arrays into the parameters, all or nothing: every entry is checked before any is
+        copied. The names must match exactly (none missing, none unexpected); each value must be
+        an array of real numbers (not bool, complex, strings or objects) of its parameter's shape,
+        finite in the parameter's dtype. Each is converted to that dtype and device first, so a
+        rejected state dict leaves the model as it was."""
+        if not hasattr(state, "keys"):
+            raise ValueError(f"state dict must map names to arrays, got {type(state).__name__}")
         own = dict(self.named_parameters())
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
+        missing = sorted(set(own) - set(state.keys()), key=str)
+        unexpected = sorted(set(state.keys()) - set(own), key=str)
         if missing or unexpected:
             raise ValueError(
                 f"state dict does not match {type(self).__name__}: "
                 f"missing keys {missing}, unexpected keys {unexpected}"
             )
-        values = {name: np.asarray(backend.to_numpy(state[name])) for name in own}
-        for name, p in own.items():  # check every shape before copying any, so a bad dict changes nothing
-            if tuple(values[name].shape) != tuple(p.shape):
-                raise ValueError(
-                    f"state dict entry {name!r} has shape {tuple(values[name].shape)}, "
-                    f"expected {tuple(p.shape)}"
-                )
+        values, problems = {}, []
         for name, p in own.items():
-            p.data[...] = backend.xp_of(p.data).asarray(values[name], dtype=p.dtype)
+            try:
+                values[name] = validate.array(f"state dict entry {name!r}", state[name], p.shape, p.dtype)
+            except ValueError as e:
+                problems.append(str(e))
+        if problems:
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            shown = "; ".join(problems[:5]) + more
+            raise ValueError(f"state dict does not fit {type(self).__name__}: {shown}")
+        on_device = {name: backend.xp_of(p.data).asarray(values[name]) for name, p in own.items()}
+        for name, p in own.items():
+            p.data[...] = on_device[name]
 
     def extra_repr(self):
         return ""

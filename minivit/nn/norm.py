@@ -1,6 +1,6 @@
 """Layer normalisation (Ba, Kiros & Hinton, 2016), applied per token."""
 
-from .. import backend, kernels
+from .. import backend, kernels, validate
 from .module import Module, Parameter
 
 
@@ -16,6 +16,8 @@ class LayerNorm(Module):
     """
 
     def __init__(self, dim, eps=1e-6, dtype=None):
+        validate.integer("LayerNorm dim", dim, 1)
+        validate.number("LayerNorm eps", eps, 0.0)
         self.dim, self.eps = dim, eps
         self.weight = Parameter(backend.ones((dim,), dtype))
         self.bias = Parameter(backend.zeros((dim,), dtype))
