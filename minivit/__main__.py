@@ -55,7 +55,8 @@ def build_parser():
     t.add_argument("--clip-grad", type=float, help="clip the global gradient norm to this (default: off)")
     t.add_argument("--ema", type=float, metavar="DECAY",
                    help="validate, keep and test a moving average of the weights, theta_avg <- DECAY "
-                   f"theta_avg + (1 - DECAY) theta after each step; 0 is off (default {d['ema']})")
+                   "theta_avg + (1 - DECAY) theta after each step; 0 is off (default: 1 - 8 / the "
+                   "number of steps, an average over the last eighth of the run)")
     t.add_argument("--seed", type=int,
                    help=f"seeds initialisation, dropout and data order (default {d['seed']})")
     t.add_argument("--backend", choices=("numpy", "cupy"), help=f"(default {d['backend']})")

@@ -227,6 +227,7 @@ class ModelEMA:
     It averages over the last ~1 / (1 - d) steps: at a high learning rate the raw weights jump
     from step to step and their accuracy with them, the average moves smoothly (DeiT trains with
     one, d = 0.99996 for ImageNet's 1.25k steps per epoch; timm's ModelEmaV2 is the same rule).
+    The start theta weighs d^t after t steps: the run must be several times 1 / (1 - d) long.
     """
 
     def __init__(self, model, averaged, decay):

@@ -59,7 +59,8 @@ def test_one_epoch_writes_every_file(run1):
 
 
 def test_resume_equals_an_uninterrupted_run_bit_for_bit(tmp_path):
-    flags = ["--epochs", "3", "--drop-path", "0.3", "--seed", "4", "--warmup", "1", "--mixup", "0.5"]
+    flags = ["--epochs", "3", "--drop-path", "0.3", "--seed", "4", "--warmup", "1", "--mixup", "0.5",
+             "--ema", "0.9"]
     full, part = tmp_path / "full", tmp_path / "part"
     assert train(full, *flags) == 0
     assert train(part, *flags, "--stop-after", "1") == 0
@@ -71,6 +72,9 @@ def test_resume_equals_an_uninterrupted_run_bit_for_bit(tmp_path):
         np.testing.assert_array_equal(a["model"][name], b["model"][name], err_msg=name)
     for key in a["optim"]:
         np.testing.assert_array_equal(a["optim"][key], b["optim"][key], err_msg=key)
+    assert a["ema"].keys() == a["model"].keys()
+    for name in a["ema"]:
+        np.testing.assert_array_equal(a["ema"][name], b["ema"][name], err_msg=name)
     assert a["rng"] == b["rng"]
     # the metrics agree too, except the timing columns
     np.testing.assert_array_equal(a["history"][:, :6], b["history"][:, :6])
@@ -208,7 +212,8 @@ def test_teacher_with_other_classes_is_a_clear_error(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_default_recipe_learns_the_digits_quickly(tmp_path):
-    """The default recipe cut to 15 epochs reaches 85% test accuracy (measured 88.6-93.0% over
-    seeds 0-2); from the reference ViT start (N(0, 0.02) weights, learned E_pos) it is 62% (seed 0)."""
+    """The default recipe cut to 15 epochs: the model chosen on validation reaches 85% test
+    accuracy (measured 2026-12-02: 88.86% for seed 0, the seed tested, and 86.63 and 85.24% for
+    seeds 1 and 2)."""
     history, test = train_in_process(dict(epochs=15), str(tmp_path), quiet=True, log=lambda *a: None)
     assert len(history) == 15 and test["test_acc"] >= 0.85

@@ -11,7 +11,7 @@ from minivit import backend, create_model
 from minivit.data import load_dataset
 from minivit.losses import CrossEntropyLoss
 from minivit.nn import Parameter
-from minivit.optim import SGD, AdamW, WarmupCosine, clip_grad_norm, no_weight_decay, param_groups
+from minivit.optim import SGD, AdamW, ModelEMA, WarmupCosine, clip_grad_norm, no_weight_decay, param_groups
 
 SHAPES = {"blocks.0.fc.weight": (4, 3), "blocks.0.fc.bias": (3,), "pos_embed.weight": (1, 5, 2),
           "norm.weight": (2,), "head.weight": (2, 6)}
@@ -260,3 +260,22 @@ def test_overfit_32_digits_to_100_percent():
         opt.step()
     assert acc[-1] == 1.0, f"training accuracy {acc[-1]:.0%} after {len(acc)} steps"
     assert acc[0] < 0.3  # it started from chance
+
+
+def test_model_ema_is_the_moving_average_of_the_weights():
+    model, copy = create_model("vit_digits", depth=1, seed=0), create_model("vit_digits", depth=1, seed=1)
+    ema = ModelEMA(model, copy, 0.9)
+    start = model.state_dict()
+    np.testing.assert_array_equal(copy.state_dict()["head.weight"], start["head.weight"])  # starts at theta
+    assert not copy.training
+    for p in model.parameters():
+        p.data += 1.0
+    ema.update()
+    for name, value in copy.state_dict().items():  # 0.9 theta_0 + 0.1 (theta_0 + 1)
+        np.testing.assert_allclose(value, start[name] + 0.1, rtol=1e-6, atol=1e-6, err_msg=name)
+    ema.update()  # 0.9 (theta_0 + 0.1) + 0.1 (theta_0 + 1)
+    for name, value in copy.state_dict().items():
+        np.testing.assert_allclose(value, start[name] + 0.19, rtol=1e-6, atol=1e-6, err_msg=name)
+    for bad in (0.0, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="EMA decay must be a finite number in"):
+            ModelEMA(model, copy, bad)

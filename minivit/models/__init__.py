@@ -65,7 +65,7 @@ for _name, _d, _depth, _heads in [("tiny", 192, 12, 3), ("small", 384, 12, 6),
              embed_dim=_d, depth=_depth, num_heads=_heads)
 
 # The embedded scikit-learn digits: 8x8, one channel, 10 classes; 2x2 patches -> 16 tokens. From
-# scratch on 1,437 images: fan-in init and a fixed sin-cos E_pos (VisionTransformer's docstring).
+# scratch on 1,295 images: fan-in init and a fixed sin-cos E_pos (VisionTransformer's docstring).
 _DIGITS = dict(img_size=8, patch_size=2, in_chans=1, num_classes=10, embed_dim=64, depth=4, num_heads=4,
                mlp_ratio=2.0, weight_init="fan_in", pos_embed="sincos")
 register("vit_digits", VisionTransformer, **_DIGITS, pool="mean", class_token=False)
