@@ -5,6 +5,7 @@ import pytest
 from conftest import npy, randn, randomize
 
 from minivit import nn
+from minivit.gradcheck import gradcheck
 
 
 def _softmax(s):
@@ -19,7 +20,7 @@ def test_sdpa_matches_the_formula():
     attn = nn.ScaledDotProductAttention()
     out = npy(attn.forward(q, k, v, bias))
     a = _softmax(npy(q) @ npy(k).swapaxes(-1, -2) / np.sqrt(5) + npy(bias))  # scale by sqrt(d), d = 5
-    np.testing.assert_allclose(npy(attn.attn), a, rtol=1e-13)
+    np.testing.assert_allclose(npy(attn.attn_probs), a, rtol=1e-13)
     np.testing.assert_allclose(out, a @ npy(v), rtol=1e-12, atol=1e-14)
     assert out.shape == (2, 3, 4, 7)
 
@@ -30,14 +31,31 @@ def test_mask_removes_keys_exactly():
     mask = np.array([True, False, True, True, False])  # broadcast over batch, heads, queries
     attn = nn.ScaledDotProductAttention()
     out = npy(attn.forward(q, k, v, mask=mask))
-    assert np.all(npy(attn.attn)[..., ~mask] == 0.0)
-    np.testing.assert_allclose(npy(attn.attn).sum(-1), 1.0, rtol=1e-14)
+    assert np.all(npy(attn.attn_probs)[..., ~mask] == 0.0)
+    np.testing.assert_allclose(npy(attn.attn_probs).sum(-1), 1.0, rtol=1e-14)
     # the masked keys and values have no influence at all
     k2, v2 = npy(k).copy(), npy(v).copy()
     k2[..., ~mask, :], v2[..., ~mask, :] = 1e3, -1e3
     np.testing.assert_allclose(npy(attn.forward(q, k2, v2, mask=mask)), out, rtol=1e-13)
     dq, dk, dv = attn.backward(randn(gen, 1, 2, 3, 4))
     assert not np.any(npy(dk)[..., ~mask, :]) and not np.any(npy(dv)[..., ~mask, :])
+
+
+def test_scale_replaces_one_over_sqrt_d():
+    """CvT scales the scores by its full width, D^-1/2, not by d^-1/2 of one head."""
+    gen = np.random.default_rng(3)
+    q, k, v = randn(gen, 2, 3, 4, 5), randn(gen, 2, 3, 6, 5), randn(gen, 2, 3, 6, 5)
+    attn = nn.ScaledDotProductAttention(scale=0.125)
+    out = npy(attn.forward(q, k, v))
+    a = _softmax(0.125 * npy(q) @ npy(k).swapaxes(-1, -2))
+    np.testing.assert_allclose(npy(attn.attn_probs), a, rtol=1e-13)
+    np.testing.assert_allclose(out, a @ npy(v), rtol=1e-12, atol=1e-14)
+    result = gradcheck(nn.ScaledDotProductAttention(scale=0.125), q, k, v)
+    assert result.worst < 1e-7, result
+    msa = nn.MultiHeadSelfAttention(8, 2, scale=8 ** -0.5, dtype="float64", rng=0)
+    assert msa.attn.scale == 8 ** -0.5
+    with pytest.raises(ValueError, match="attention scale must be a finite number > 0"):
+        nn.ScaledDotProductAttention(scale=0.0)
 
 
 @pytest.mark.parametrize("bias_shape", [(2, 2, 3, 5), (2, 3, 5), (1, 2, 1, 5), (5,)])

@@ -285,3 +285,57 @@ def test_base_module_forward_backward_are_abstract():
         nn.Module().forward(np.zeros(1))
     with pytest.raises(NotImplementedError):
         nn.Module().backward(np.zeros(1))
+
+
+# ----------------------------------------------------------------------------- buffers
+
+class _Stats(nn.Module):
+    """A layer with a learned weight, a persistent and a non-persistent buffer."""
+
+    def __init__(self):
+        self.weight = nn.Parameter(np.ones(3))
+        self.register_buffer("running_mean", np.zeros(3))
+        self.register_buffer("index", np.arange(4), persistent=False)
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        self.norm = _Stats()
+
+
+def test_buffers_persistent_ones_in_the_state_dict_only():
+    net = _Net()
+    assert [n for n, _ in net.named_buffers()] == ["norm.running_mean", "norm.index"]
+    assert [n for n, _ in net.named_buffers(persistent_only=True)] == ["norm.running_mean"]
+    assert sorted(net.state_dict()) == ["norm.running_mean", "norm.weight"]
+    net.norm.running_mean = np.full(3, 2.0)  # reassigning keeps it a buffer
+    sd = net.state_dict()
+    np.testing.assert_array_equal(sd["norm.running_mean"], 2.0)
+    sd["norm.running_mean"][:] = 7.0  # a copy: the model is not changed through it
+    assert net.norm.running_mean[0] == 2.0
+    other = _Net()
+    other.load_state_dict(sd)
+    np.testing.assert_array_equal(other.norm.running_mean, 7.0)
+    np.testing.assert_array_equal(other.norm.index, np.arange(4))  # rebuilt, not loaded
+
+
+def test_buffers_are_loaded_all_or_nothing():
+    net = _Net()
+    good = net.state_dict()
+    with pytest.raises(ValueError, match=r"missing keys \['norm.running_mean'\]"):
+        net.load_state_dict({"norm.weight": np.full(3, 5.0)})
+    with pytest.raises(ValueError, match=r"'norm.running_mean' has shape \(4,\), expected \(3,\)"):
+        net.load_state_dict({"norm.weight": np.full(3, 5.0), "norm.running_mean": np.zeros(4)})
+    with pytest.raises(ValueError, match="non-finite"):
+        net.load_state_dict({"norm.weight": np.full(3, 5.0), "norm.running_mean": np.full(3, np.nan)})
+    assert net.state_dict().keys() == good.keys()
+    for k in good:  # nothing was copied by the rejected calls
+        np.testing.assert_array_equal(net.state_dict()[k], good[k])
+
+
+def test_buffer_names_cannot_clash():
+    layer = _Stats()
+    with pytest.raises(ValueError, match="taken by a parameter"):
+        layer.register_buffer("weight", np.zeros(3))
+    with pytest.raises(ValueError, match="is a buffer"):
+        layer.running_mean = nn.Parameter(np.zeros(3))

@@ -173,11 +173,12 @@ assert np.allclose(looped, batched[0])
 qh, kh, vh = (rng.standard_normal((1, 1, 4, 3)) for _ in range(3))
 mask = np.tril(np.ones((4, 4), dtype=bool))  # token i sees tokens 0..i
 sdpa.forward(qh, kh, vh, mask=mask)
-A_masked = sdpa.attn[0, 0]  # the probabilities of the last forward
+A_masked = sdpa.attn_probs[0, 0]  # the probabilities of the last forward
 print("masked A (lower triangle):\n", A_masked)
 bias = np.where(mask, 0.0, -1e4)
 sdpa.forward(qh, kh, vh, bias=bias)
-print(f"bias -1e4 instead of the mask: max |difference| = {np.abs(sdpa.attn[0, 0] - A_masked).max():.1e}")
+gap = np.abs(sdpa.attn_probs[0, 0] - A_masked).max()
+print(f"bias -1e4 instead of the mask: max |difference| = {gap:.1e}")
 assert np.allclose(A_masked.sum(axis=1), 1.0) and np.all(A_masked[~mask] == 0.0)
 
 # %% [markdown]
@@ -245,7 +246,7 @@ mask4 = np.ones((1, 4, 196, 196), dtype=bool)
 mask4[0, 3] = grid[:, None, 0] == grid[None, :, 0]  # same grid row
 v4 = np.broadcast_to(x_p, (1, 4, 196, 768))
 mixed = sdpa.forward(q4, k4, v4, bias=bias4, mask=mask4)  # (1, 4, 196, 768)
-A4 = sdpa.attn[0]  # (4, 196, 196)
+A4 = sdpa.attn_probs[0]  # (4, 196, 196)
 names = ["colour", "locality", "colour + locality", "colour, same row"]
 
 # %%

@@ -3,7 +3,8 @@ through attention"): a ViT with a second, distillation token that learns from a 
 
 from .. import backend
 from ..nn import Linear
-from .vit import VisionTransformer
+from .registry import register
+from .vit import DIGITS_CONFIG, VisionTransformer
 
 
 class DistilledVisionTransformer(VisionTransformer):
@@ -54,3 +55,14 @@ class DistilledVisionTransformer(VisionTransformer):
         dz = xp.zeros(shape, dtype=dy.dtype)  # (B, N' + 2, D)
         dz[:, :2] = self.norm.backward(self.head_drop.backward(dy))
         return dz
+
+
+# DeiT-{Ti, S, B}/16 (Touvron et al.): the same ViTs, trained differently; the distilled ones add
+# the distillation token, its position and its head (5,910,800 / 22,436,432 / 87,338,192 params).
+for _name, _d, _heads in [("tiny", 192, 3), ("small", 384, 6), ("base", 768, 12)]:
+    _cfg = dict(img_size=224, patch_size=16, embed_dim=_d, depth=12, num_heads=_heads)
+    register(f"deit_{_name}_patch16_224", VisionTransformer, **_cfg)
+    register(f"deit_{_name}_distilled_patch16_224", DistilledVisionTransformer, **_cfg)
+
+# vit_digits' size with [x_class; x_dist]; class-token pooling by construction (each head reads its token).
+register("deit_digits", DistilledVisionTransformer, **DIGITS_CONFIG)

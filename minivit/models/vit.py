@@ -13,6 +13,7 @@ from ..nn import (
     PositionEmbedding,
     SinCosPositionEmbedding,
 )
+from .registry import register
 
 
 class TokenPool(Module):
@@ -163,3 +164,16 @@ class VisionTransformer(Module):
 
     def backward(self, dlogits):
         return self.backward_features(self.backward_head(dlogits))
+
+
+# ViT-{Ti, S, B, L}/16 at 224 px (Dosovitskiy et al.; Touvron et al. for Ti and S).
+for _name, _d, _depth, _heads in [("tiny", 192, 12, 3), ("small", 384, 12, 6),
+                                  ("base", 768, 12, 12), ("large", 1024, 24, 16)]:
+    register(f"vit_{_name}_patch16_224", VisionTransformer, img_size=224, patch_size=16,
+             embed_dim=_d, depth=_depth, num_heads=_heads)
+
+# The embedded scikit-learn digits: 8x8, one channel, 10 classes; 2x2 patches -> 16 tokens. From
+# scratch on 1,295 images: fan-in init and a fixed sin-cos E_pos (VisionTransformer's docstring).
+DIGITS_CONFIG = dict(img_size=8, patch_size=2, in_chans=1, num_classes=10, embed_dim=64, depth=4,
+                     num_heads=4, mlp_ratio=2.0, weight_init="fan_in", pos_embed="sincos")
+register("vit_digits", VisionTransformer, **DIGITS_CONFIG, pool="mean", class_token=False)

@@ -23,16 +23,18 @@ def _token_major(xp, shape, dtype):
 
 
 class ScaledDotProductAttention(Module):
-    """A = softmax(q k^T / sqrt(d) + bias), masked where mask is False;  out = A v.
+    """A = softmax(s q k^T + bias), masked where mask is False;  out = A v;  s = d^-1/2 by default.
 
     Shapes: q (B, h, N, d), k and v (B, h, M, d) -> out (B, h, N, d); A (B, h, N, M).
     bias (optional, float) broadcasts to (B, h, N, M): Swin's relative position bias.
     mask (optional, bool, True = attend) broadcasts to (B, h, N, M): Swin's shifted windows.
     q, k, v come from the caller, so a layer that projects them its own way (CvT's
-    convolutions) reuses this. The probabilities of the last forward stay in ``self.attn``.
+    convolutions) reuses this; ``scale`` s replaces d^-1/2 where a model scales otherwise (CvT
+    scales by its full width, D^-1/2). The probabilities A of the last forward stay in
+    ``self.attn_probs``.
 
     Backward: dv = A^T g and dA = g v^T (g = dL/dout); through the softmax
-    dS = A * (dA - rowsum(dA * A)); then dq = dS k / sqrt(d), dk = dS^T q / sqrt(d),
+    dS = A * (dA - rowsum(dA * A)); then dq = s dS k, dk = s dS^T q,
     dbias = dS summed over the axes the bias was broadcast along. ``backward(dout, out=(dq, dk,
     dv))`` writes the three gradients into given arrays (multi-head attention passes views of its
     fused d[q, k, v] buffer, so no copies are made).
@@ -42,20 +44,23 @@ class ScaledDotProductAttention(Module):
     products are ``kernels.matmul``: the B*h small matrix products spread over the CPU threads.
     """
 
-    def __init__(self, attn_drop=0.0, rng=None):
+    def __init__(self, attn_drop=0.0, scale=None, rng=None):
+        if scale is not None:
+            validate.number("attention scale", scale, 0.0, low_open=True)
+        self.scale = scale
         self.attn_drop = Dropout(attn_drop, rng=rng)
-        self.attn = None
+        self.attn_probs = None
 
     def forward(self, q, k, v, bias=None, mask=None):
         xp = backend.xp_of(q)
-        scale = q.shape[-1] ** -0.5
+        scale = q.shape[-1] ** -0.5 if self.scale is None else self.scale
         s = kernels.matmul(q * scale, k.swapaxes(-1, -2))  # (B, h, N, M)
         if bias is not None:
             s += bias
         if mask is not None:
             s = xp.where(mask, s, -xp.inf)
         a = softmax(s, out=s)
-        self.attn = a
+        self.attn_probs = a
         a_drop = self.attn_drop.forward(a)
         self.save_for_backward(q, k, v, a, a_drop, scale, None if bias is None else bias.shape)
         return kernels.matmul(a_drop, v, out=_token_major(xp, q.shape[:-1] + v.shape[-1:], q.dtype))
@@ -80,16 +85,17 @@ class MultiHeadSelfAttention(Module):
 
     Shapes: z (B, N, D) -> (B, N, D); U_qkv = qkv.weight (D, 3D) fused over q, k, v and the
     heads (head j of q is columns j*d..(j+1)*d of the first D), U_msa = proj.weight (D, D),
-    d = D / h; scale d^-1/2. ``bias`` and ``mask`` are passed to the attention (see
-    ScaledDotProductAttention). Any number of extra tokens (class, distillation) just adds to N.
+    d = D / h; scale d^-1/2 unless ``scale`` says otherwise. ``bias`` and ``mask`` are passed to
+    the attention (see ScaledDotProductAttention). Any number of extra tokens (class,
+    distillation) just adds to N.
 
     Backward: the projection's backward, heads split again to (B, h, N, d), the attention's
     backward for dq, dk, dv, which stack into d[q, k, v] for the qkv projection's backward.
     Returns dL/dz, or (dL/dz, dL/dbias) when a bias was given.
     """
 
-    def __init__(self, dim, num_heads=8, qkv_bias=True, attn_drop=0.0, proj_drop=0.0, rng=None,
-                 dtype=None):
+    def __init__(self, dim, num_heads=8, qkv_bias=True, attn_drop=0.0, proj_drop=0.0, scale=None,
+                 rng=None, dtype=None):
         validate.integer("attention dim", dim, 1)
         validate.integer("attention num_heads", num_heads, 1)
         if dim % num_heads:
@@ -97,14 +103,14 @@ class MultiHeadSelfAttention(Module):
         gen = backend.rng(rng)
         self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
         self.qkv = Linear(dim, 3 * dim, bias=qkv_bias, rng=gen, dtype=dtype)
-        self.attn = ScaledDotProductAttention(attn_drop, rng=gen)
+        self.attn = ScaledDotProductAttention(attn_drop, scale, rng=gen)
         self.proj = Linear(dim, dim, rng=gen, dtype=dtype)
         self.proj_drop = Dropout(proj_drop, rng=gen)
 
     @property
     def attn_probs(self):
         """Attention probabilities A of the last forward, (B, h, N, N)."""
-        return self.attn.attn
+        return self.attn.attn_probs
 
     def forward(self, z, bias=None, mask=None):
         if z.ndim != 3 or z.shape[-1] != self.dim:

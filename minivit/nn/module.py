@@ -5,7 +5,11 @@ upstream gradient ``dout = dL/dy``, ``backward`` returns ``dL/dx`` and *adds* ``
 each ``Parameter.grad`` (so two backward passes without ``zero_grad`` add up, as in PyTorch).
 
 Assigning a Parameter or a Module to an attribute registers it, in assignment order; names are
-dotted paths such as ``blocks.0.attn.qkv.weight``.
+dotted paths such as ``blocks.0.attn.qkv.weight``. Arrays that are state but not learned
+(BatchNorm's running statistics, Swin's relative-position index and shift mask) are buffers:
+``register_buffer(name, array, persistent=True)``, read and reassigned as ``self.name``. A
+persistent buffer is saved in ``state_dict`` and restored by ``load_state_dict``; a
+non-persistent one is rebuilt from the configuration and never saved.
 
 Errors are all-or-nothing: a rejected ``backward`` or ``load_state_dict`` has changed nothing.
 
@@ -152,6 +156,9 @@ class Module:
         if "_params" not in d:
             object.__setattr__(self, "_params", {})
             object.__setattr__(self, "_modules", {})
+            object.__setattr__(self, "_buffers", {})  # name -> persistent
+        if name in self._buffers and isinstance(value, (Parameter, Module)):
+            raise ValueError(f"{name!r} is a buffer; it holds arrays, not {type(value).__name__}s")
         self._params.pop(name, None)
         self._modules.pop(name, None)
         if isinstance(value, Parameter):
@@ -194,6 +201,28 @@ class Module:
         for name, m in self.__dict__.get("_modules", {}).items():
             yield from m.named_modules(f"{prefix}{name}.")
 
+    def register_buffer(self, name, array, persistent=True):
+        """Keep ``array`` as state that is not learned, read and reassigned as ``self.<name>``."""
+        d = self.__dict__
+        if "." in name or name in d.get("_params", {}) or name in d.get("_modules", {}):
+            raise ValueError(f"buffer name {name!r} is taken by a parameter or module, or has a dot")
+        self.__setattr__(name, array)  # sets up the registries on first use
+        self._buffers[name] = bool(persistent)
+
+    def named_buffers(self, prefix="", persistent_only=False):
+        for name, persistent in self.__dict__.get("_buffers", {}).items():
+            if persistent or not persistent_only:
+                yield prefix + name, self.__dict__[name]
+        for name, m in self.__dict__.get("_modules", {}).items():
+            yield from m.named_buffers(f"{prefix}{name}.", persistent_only)
+
+    def _set_buffer(self, dotted, value):
+        *path, name = dotted.split(".")
+        owner = self
+        for part in path:
+            owner = owner._modules[part]
+        setattr(owner, name, value)
+
     def named_parameters(self, prefix=""):
         for name, p in self.__dict__.get("_params", {}).items():
             yield prefix + name, p
@@ -220,18 +249,25 @@ class Module:
 
     # -- state -------------------------------------------------------------------------------
     def state_dict(self):
-        """Plain dict: dotted name -> host numpy array (a copy)."""
-        return {name: backend.to_numpy(p.data).copy() for name, p in self.named_parameters()}
+        """Plain dict: dotted name -> host numpy array (a copy), of the parameters and the
+        persistent buffers."""
+        state = {name: backend.to_numpy(p.data).copy() for name, p in self.named_parameters()}
+        buffers = self.named_buffers(persistent_only=True)
+        state.update((name, backend.to_numpy(b).copy()) for name, b in buffers)
+        return state
 
     def load_state_dict(self, state):
         """Copy arrays into the parameters, all or nothing: every entry is checked before any is
-        copied. The names must match exactly (none missing, none unexpected); each value must be
-        an array of real numbers (not bool, complex, strings or objects) of its parameter's shape,
-        finite in the parameter's dtype. Each is converted to that dtype and device first, so a
-        rejected state dict leaves the model as it was."""
+        copied. The names must match exactly (none missing, none unexpected): the parameters
+        and the persistent buffers. Each value must be an array of real numbers (not bool,
+        complex, strings or objects) of its entry's shape, finite in the entry's dtype. Each is
+        converted to that dtype and device first, so a rejected state dict leaves the model as it
+        was."""
         if not hasattr(state, "keys"):
             raise ValueError(f"state dict must map names to arrays, got {type(state).__name__}")
-        own = dict(self.named_parameters())
+        params = dict(self.named_parameters())
+        buffers = dict(self.named_buffers(persistent_only=True))
+        own = {**{n: p.data for n, p in params.items()}, **buffers}
         missing = sorted(set(own) - set(state.keys()), key=str)
         unexpected = sorted(set(state.keys()) - set(own), key=str)
         if missing or unexpected:
@@ -240,18 +276,20 @@ class Module:
                 f"missing keys {missing}, unexpected keys {unexpected}"
             )
         values, problems = {}, []
-        for name, p in own.items():
+        for name, a in own.items():
             try:
-                values[name] = validate.array(f"state dict entry {name!r}", state[name], p.shape, p.dtype)
+                values[name] = validate.array(f"state dict entry {name!r}", state[name], a.shape, a.dtype)
             except ValueError as e:
                 problems.append(str(e))
         if problems:
             more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
             shown = "; ".join(problems[:5]) + more
             raise ValueError(f"state dict does not fit {type(self).__name__}: {shown}")
-        on_device = {name: backend.xp_of(p.data).asarray(values[name]) for name, p in own.items()}
-        for name, p in own.items():
+        on_device = {name: backend.xp_of(a).asarray(values[name]) for name, a in own.items()}
+        for name, p in params.items():
             p.data[...] = on_device[name]
+        for name in buffers:
+            self._set_buffer(name, on_device[name])
 
     def extra_repr(self):
         return ""
