@@ -78,7 +78,7 @@ def parse_args(argv=None):
 
 ARGS = parse_args()
 # thread counts must be fixed before NumPy (OpenBLAS) and torch start their thread pools, and
-# minivit must be imported before NumPy so that its OPENBLAS_THREAD_TIMEOUT takes effect
+# the process tuned (minivit.process) before NumPy loads, so that OPENBLAS_THREAD_TIMEOUT applies
 for var in ("MINIVIT_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)
 # idle threads of either framework must not spin into the other's step (alternating steps)
@@ -87,10 +87,13 @@ if ARGS.torch_omp_wait == "passive":
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout
 # isort: off
-import minivit  # noqa: E402  (before numpy)
+from minivit.process import tune_process  # noqa: E402  (the standard library only)
+
+PROCESS = tune_process()  # before numpy
 import numpy as np  # noqa: E402
 # isort: on
-from minivit import backend, kernels  # noqa: E402
+import minivit  # noqa: E402
+from minivit import backend  # noqa: E402
 from minivit.losses import CrossEntropyLoss  # noqa: E402
 from minivit.models import VisionTransformer  # noqa: E402
 from minivit.optim import AdamW  # noqa: E402
@@ -424,7 +427,7 @@ def main():
         "python": platform.python_version(),
         "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "malloc_keeps_freed_memory": kernels.MALLOC_TUNED,
+        "malloc_keeps_freed_memory": PROCESS["malloc_keeps_freed_memory"],
         "sgemm_gflops": {"minivit_array_module": np_peak, "torch": t_peak, "peak": peak},
         "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
     }

@@ -11,8 +11,20 @@ import os
 import sys
 import traceback
 
-from . import backend, checkpoint, data
-from .train import DEFAULTS, DISTILL_ALPHA, TrainingDiverged, check_config, evaluate, format_report, train
+from .process import tune_process
+
+PROCESS = tune_process()  # the command line opts in to process tuning, before NumPy loads
+
+from . import backend, checkpoint, data  # noqa: E402
+from .train import (  # noqa: E402
+    DEFAULTS,
+    DISTILL_ALPHA,
+    TrainingDiverged,
+    check_config,
+    evaluate,
+    format_report,
+    train,
+)
 
 # flags that may accompany --resume (everything else comes from the checkpoint)
 RESUME_FLAGS = {"resume", "out", "backend", "stop_after", "quiet", "overwrite", "debug"}

@@ -1,5 +1,5 @@
-"""The speed tricks, kept in one place: a fast float32 erf, spreading work over CPU threads, and
-keeping freed memory for the next training step.
+"""The speed tricks, kept in one place: a fast float32 erf and spreading work over CPU threads.
+What a whole process may be tuned for (OpenBLAS's idle threads, malloc) is minivit.process.
 
 Layers call these through small, named functions; each layer still reads as its equation.
 
@@ -24,24 +24,15 @@ coefficients. The float64 gradient checks use neither: float64 goes to the libra
 once (NumPy releases the interpreter lock inside its loops). ``matmul(a, b)`` multiplies stacks of
 matrices the same way, each thread with single-threaded BLAS: a stack of many small products
 (attention's B*h heads) otherwise pays a BLAS thread hand-off per product. OpenBLAS's idle
-threads must not spin while this runs, hence the short OPENBLAS_THREAD_TIMEOUT that minivit sets
-before NumPy loads. ``add_rows`` and ``sum_rows`` are Linear's bias: the add spread over the
-threads, the sum over rows as a BLAS matrix-vector product. The thread count is
+threads should not spin while this runs: ``minivit.process.tune_process`` (the command line,
+the benchmarks and the tutorials call it) sets a short OPENBLAS_THREAD_TIMEOUT before NumPy
+loads. ``add_rows`` and ``sum_rows`` are Linear's bias: the add spread over the threads, the sum
+over rows as a BLAS matrix-vector product. The thread count is
 MINIVIT_NUM_THREADS, else OPENBLAS_NUM_THREADS, else the CPUs this process may run on. On CuPy
 all of this is the GPU's business: plain calls.
-
-3. Memory. A training step allocates and frees the same large arrays (activations, gradients)
-every time. glibc's malloc hands freed blocks over 128 KiB back to the kernel (its threshold
-rises with use, but the top of the heap is still trimmed), so the next step gets fresh pages and
-pays a page fault per 4 KiB: about 7,800 faults and 64 ms of kernel CPU time per ti224 step on
-2 cores. ``keep_freed_memory`` (run at import, on glibc only) serves blocks up to 32 MiB from
-the heap and trims the heap only when over 1 GiB of it is free, so freed arrays are reused.
-Setting any MALLOC_* variable (or GLIBC_TUNABLES) leaves malloc as the user configured it.
 """
 
-import ctypes
 import os
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -228,27 +219,3 @@ def sum_rows(g):
     if backend.is_cupy(g):
         return g.sum(axis=0)
     return np.ones(g.shape[0], dtype=g.dtype) @ g
-
-
-# ----------------------------------------------------------------------------- memory
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers, from glibc's malloc.h
-
-
-def keep_freed_memory(mmap_threshold=32 << 20, trim_threshold=1 << 30):
-    """Make glibc's malloc keep freed blocks for reuse (see 3. in the module docstring).
-
-    Returns whether malloc was tuned: False off Linux, on a C library other than glibc, or where
-    the user set malloc's options in the environment.
-    """
-    if not sys.platform.startswith("linux") or any(
-            v.startswith("MALLOC_") or v == "GLIBC_TUNABLES" for v in os.environ):
-        return False
-    libc = ctypes.CDLL(None)  # the C library this process runs on
-    if not hasattr(libc, "gnu_get_libc_version"):  # musl and others: leave alone
-        return False
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and \
-        bool(libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold))
-
-
-MALLOC_TUNED = keep_freed_memory()

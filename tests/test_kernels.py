@@ -1,9 +1,5 @@
 """The fast float32 kernels: erf and the normal CDF against scipy, and the fit behind them."""
 
-import os
-import platform
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -244,47 +240,3 @@ def test_float32_stays_float32_through_every_layer(monkeypatch):
     assert {c for c, _, _ in seen} >= {"Linear", "LayerNorm", "GELU", "ScaledDotProductAttention", "Block"}
     assert all(dt == np.float32 for _, _, dt in seen), [s for s in seen if s[2] != np.float32]
     assert all(p.grad.dtype == np.float32 for p in model.parameters())
-
-
-# ----------------------------------------------------------------------------- memory
-
-_FAULTS = """
-import resource
-import minivit, numpy as np
-from minivit import kernels
-sizes = [3 << 20, 9 << 20, 7 << 20, 1 << 20, 5 << 20] * 4  # bytes: a step's arrays, 100 MiB
-def step():
-    arrays = [np.ones(n // 4, np.float32) for n in sizes]  # allocated, written, freed
-    del arrays
-step()
-f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
-    step()
-print(kernels.MALLOC_TUNED, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) // 5)
-"""
-
-
-@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
-def test_freed_memory_is_reused_without_page_faults():
-    """Steps that allocate and free the same arrays: glibc's defaults fault every page in afresh
-    each step; with keep_freed_memory the pages are reused. A MALLOC_* variable opts out."""
-    def faults(**env):
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"} | env
-        out = subprocess.run([sys.executable, "-c", _FAULTS], env=env, capture_output=True, text=True,
-                             check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        tuned, n = out.stdout.split()
-        return tuned == "True", int(n)
-
-    tuned, n_tuned = faults()
-    untouched, n_default = faults(MALLOC_ARENA_MAX="8")  # the user's own malloc setting wins
-    assert tuned and not untouched
-    assert n_default >= 20 and n_tuned * 10 <= n_default, (n_tuned, n_default)
-
-
-def test_keep_freed_memory_leaves_other_platforms_and_user_settings_alone(monkeypatch):
-    monkeypatch.setattr(kernels.sys, "platform", "darwin")
-    assert kernels.keep_freed_memory() is False
-    monkeypatch.setattr(kernels.sys, "platform", "linux")
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
-    assert kernels.keep_freed_memory() is False

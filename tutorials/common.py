@@ -11,7 +11,11 @@ import io
 import os
 import sys
 
-import matplotlib
+from minivit.process import tune_process
+
+tune_process()  # a script opts in to process tuning (minivit.process), before NumPy loads
+
+import matplotlib  # noqa: E402
 
 if "ipykernel" not in sys.modules:
     matplotlib.use("Agg")
