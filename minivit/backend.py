@@ -111,11 +111,6 @@ def to_numpy(x):
     return np.asarray(x)
 
 
-def to_device(x):
-    """Move a host array to the selected backend's device."""
-    return asarray(x)
-
-
 # ----------------------------------------------------------------------------- randomness
 
 def rng(seed=None):

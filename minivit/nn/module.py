@@ -193,9 +193,6 @@ class Module:
         return s
 
     # -- parameters and children -------------------------------------------------------------
-    def children(self):
-        return list(self.__dict__.get("_modules", {}).values())
-
     def named_modules(self, prefix=""):
         yield prefix, self
         for name, m in self.__dict__.get("_modules", {}).items():
