@@ -57,10 +57,6 @@ def remove_stale_temporaries(folder, names):
             os.remove(os.path.join(folder, entry))
 
 
-def save_npz_atomic(path, arrays):
-    write_atomic(path, lambda f: np.savez(f, **arrays))
-
-
 def save(path, *, config, model_state, optim_state, epoch, rng_states, history, history_columns,
          ema_state=None):
     arrays = {"format": _text(FORMAT), "config": _text(json.dumps(config)),
@@ -71,7 +67,7 @@ def save(path, *, config, model_state, optim_state, epoch, rng_states, history, 
     arrays.update({f"optim/{k}": v for k, v in optim_state.items()})
     arrays.update({f"ema/{k}": v for k, v in (ema_state or {}).items()})
     arrays.update({f"rng/{k}": _text(json.dumps(gen.bit_generator.state)) for k, gen in rng_states.items()})
-    save_npz_atomic(path, arrays)
+    write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 def load(path):

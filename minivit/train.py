@@ -314,7 +314,7 @@ def write_test_result(out, ds, history, log):
     best = checkpoint.load(os.path.join(out, "best.npz"))
     model = model_from_checkpoint(best)
     loss, acc = score(predict(model, ds, "test"), ds.y_test)
-    row = history[[int(r[0]) for r in history].index(best["epoch"])]
+    row = history[best["epoch"] - 1]  # row i holds epoch i + 1
     result = {"checkpoint": "best.npz", "epoch": best["epoch"], "val_acc": row[COLUMNS.index("val_acc")],
               "test_acc": acc, "test_loss": loss, "test_correct": int(round(acc * len(ds.y_test))),
               "num_test": len(ds.y_test)}
@@ -361,9 +361,10 @@ def train(config, out, resume=None, stop_after=None, quiet=False, overwrite=Fals
 
     opt = AdamW(model.named_parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     steps_per_epoch = math.ceil(len(ds.y_train) / config["batch_size"])
-    schedule = WarmupCosine(config["lr"], total_steps=config["epochs"] * steps_per_epoch,
+    total_steps = config["epochs"] * steps_per_epoch
+    schedule = WarmupCosine(config["lr"], total_steps=total_steps,
                             warmup_steps=config["warmup"] * steps_per_epoch)
-    ema, decay = None, ema_decay(config, config["epochs"] * steps_per_epoch)
+    ema, decay = None, ema_decay(config, total_steps)
     if decay:  # validated, saved as best.npz and scored on test in place of the raw weights
         ema = ModelEMA(model, create_model(config["model"], **config["model_config"]), decay)
         if resume is not None:

@@ -26,10 +26,9 @@ class TokenPool(Module):
     """
 
     def __init__(self, pool="cls", num_prefix_tokens=1):
-        if pool not in ("cls", "mean"):
-            raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        validate.choice("pool", pool, ("cls", "mean"))
         if pool == "cls" and num_prefix_tokens < 1:
-            raise ValueError("pool='cls' needs a class token")
+            raise ValueError("pool='cls' needs a class token: set class_token=True or pool='mean'")
         self.pool, self.k = pool, num_prefix_tokens
 
     def forward(self, z):
@@ -90,10 +89,8 @@ class VisionTransformer(Module):
                             ("drop_path_rate", drop_path_rate)]:
             validate.probability(name, value)
         validate.flag("qkv_bias", qkv_bias)
-        validate.flag("class_token", class_token)
-        validate.choice("pool", pool, ("cls", "mean"))
-        if pool == "cls" and not class_token:
-            raise ValueError("pool='cls' needs a class token: set class_token=True or pool='mean'")
+        k = self.num_prefix_tokens if validate.flag("class_token", class_token) else 0
+        pooling = TokenPool(pool, k)  # checks pool (it has no weights to build)
         validate.choice("approximate", approximate, ("none", "tanh"))
         validate.choice("weight_init", weight_init, Linear.INITS)
         validate.choice("pos_embed", pos_embed, ("learn", "sincos"))
@@ -105,7 +102,6 @@ class VisionTransformer(Module):
         self.rng = gen  # shared by dropout and drop-path: one state to save and restore
         self.dtype, self.num_classes, self.embed_dim = dtype, num_classes, embed_dim
         self.img_size, self.in_chans, self.weight_init = img_size, in_chans, weight_init
-        k = self.num_prefix_tokens if class_token else 0
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, rng=gen, dtype=dtype)
         if k:
             self.cls_token = ClassToken(embed_dim, k, rng=gen, dtype=dtype)
@@ -121,7 +117,7 @@ class VisionTransformer(Module):
                   approximate=approximate, rng=gen, dtype=dtype)
             for i in range(depth)
         )
-        self.pool = TokenPool(pool, k)
+        self.pool = pooling
         self.norm = LayerNorm(embed_dim, dtype=dtype)
         self.head_drop = Dropout(drop_rate, rng=gen)
         self.head = Linear(embed_dim, num_classes, rng=gen, dtype=dtype)
