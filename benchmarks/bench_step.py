@@ -78,7 +78,7 @@ def parse_args(argv=None):
 
 ARGS = parse_args()
 # thread counts must be fixed before NumPy (OpenBLAS) and torch start their thread pools, and
-# the process tuned (minivit.process) before NumPy loads, so that OPENBLAS_THREAD_TIMEOUT applies
+# the process tuned (minivit.kernels.process) before NumPy loads, so that OPENBLAS_THREAD_TIMEOUT applies
 for var in ("MINIVIT_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)
 # idle threads of either framework must not spin into the other's step (alternating steps)
@@ -87,7 +87,7 @@ if ARGS.torch_omp_wait == "passive":
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout
 # isort: off
-from minivit.process import tune_process  # noqa: E402  (the standard library only)
+from minivit.kernels import tune_process  # noqa: E402  (the standard library only)
 
 PROCESS = tune_process()  # before numpy
 import numpy as np  # noqa: E402

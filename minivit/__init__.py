@@ -1,6 +1,6 @@
 """minivit: the Vision Transformer family from scratch, with hand-written backprop.
 
-Importing minivit changes no process-wide setting (see minivit.process), and loads its parts on
+Importing minivit changes no process-wide setting (see minivit.kernels.process), and loads its parts on
 first use, so that ``python -m minivit`` can tune the process before NumPy loads.
 """
 

@@ -11,7 +11,7 @@ import os
 import sys
 import traceback
 
-from .process import tune_process
+from .kernels import tune_process
 
 PROCESS = tune_process()  # the command line opts in to process tuning, before NumPy loads
 

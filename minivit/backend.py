@@ -145,27 +145,14 @@ def ones(shape, dtype=None):
 # ----------------------------------------------------------------------------- special functions
 
 def erf(x):
-    """The error function of ``x``, elementwise, in ``x``'s dtype, on ``x``'s device.
-
-    float64 uses the exact library erf (scipy / cupyx), which the gradient checks need.
-    float32 uses ``kernels.erf_f32``, a fast approximation (error below 2e-7).
-    """
-    if x.dtype == np.float32:
-        from . import kernels
-
-        return kernels.erf_f32(x)
+    """The error function of ``x``, elementwise, in ``x``'s dtype, on ``x``'s device (scipy or
+    cupyx; ``minivit.kernels.erf`` has a faster float32 one)."""
     return _special(x).erf(x)
 
 
 def normal_cdf(x):
-    """Phi(x) = (1 + erf(x / sqrt 2)) / 2, the standard normal CDF, in ``x``'s dtype and device.
-
-    float64: the library's ``ndtr`` (exact); float32: ``kernels.normal_cdf_f32`` (error below 1e-7).
-    """
-    if x.dtype == np.float32:
-        from . import kernels
-
-        return kernels.normal_cdf_f32(x)
+    """Phi(x) = (1 + erf(x / sqrt 2)) / 2, the standard normal CDF, in ``x``'s dtype and device
+    (the library's ``ndtr``)."""
     return _special(x).ndtr(x)
 
 

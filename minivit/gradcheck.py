@@ -52,8 +52,9 @@ def _entries(size, max_entries, gen):
     return np.sort(gen.choice(size, max_entries, replace=False))
 
 
-def _rng_states(module):
-    """Every generator a module's layers draw from (dropout masks), to replay the same draws."""
+def rng_states(module):
+    """[(generator, its state)] for every generator a module's layers draw from (dropout masks):
+    setting each state back (``restore``) replays the same draws."""
     gens = {}
     if isinstance(module, Module):
         for _, m in module.named_modules():
@@ -61,6 +62,12 @@ def _rng_states(module):
             if isinstance(g, np.random.Generator):
                 gens[id(g)] = g
     return [(g, g.bit_generator.state) for g in gens.values()]
+
+
+def restore(states):
+    """Put every generator back in the state ``rng_states`` recorded."""
+    for g, state in states:
+        g.bit_generator.state = state
 
 
 def gradcheck(module, *inputs, wrt=None, params=True, eps=1e-5, max_entries=64, seed=0, **kwargs):
@@ -77,7 +84,7 @@ def gradcheck(module, *inputs, wrt=None, params=True, eps=1e-5, max_entries=64, 
     for i in wrt:
         if inputs[i].dtype != np.float64:
             raise ValueError(f"gradcheck needs float64 inputs; input[{i}] is {inputs[i].dtype}")
-    rng_states = _rng_states(module)
+    states = rng_states(module)
     named = list(module.named_parameters()) if params and isinstance(module, Module) else []
     for name, p in named:  # a float32 entry cannot hold w +- eps: the differences would be rounding
         if p.dtype != np.float64:
@@ -86,8 +93,7 @@ def gradcheck(module, *inputs, wrt=None, params=True, eps=1e-5, max_entries=64, 
             )
 
     def run_forward():
-        for g, state in rng_states:
-            g.bit_generator.state = state  # the same dropout masks on every call
+        restore(states)  # the same dropout masks on every call
         return _as_tuple(module.forward(*inputs, **kwargs))
 
     # analytic gradients
@@ -95,7 +101,9 @@ def gradcheck(module, *inputs, wrt=None, params=True, eps=1e-5, max_entries=64, 
     upstream = tuple(backend.xp_of(o).asarray(gen.standard_normal(np.shape(o))) for o in outs)
     if isinstance(module, Module):
         module.zero_grad()
-    grads = _as_tuple(module.backward(upstream if len(upstream) > 1 else upstream[0]))
+    # one gradient per float input given (None stands for an optional input not given)
+    grads = [g for g in _as_tuple(module.backward(upstream if len(upstream) > 1 else upstream[0]))
+             if g is not None]
     if len(grads) < len(wrt):
         raise ValueError(f"backward returned {len(grads)} gradients, expected {len(wrt)} (wrt={wrt})")
     checks = [(f"input[{i}]", inputs[i], grads[j]) for j, i in enumerate(wrt)]

@@ -75,6 +75,7 @@ class _DistillationLoss:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         self.alpha = alpha
         self.ce = CrossEntropyLoss(label_smoothing)
+        self._forward_ran = False  # one backward per forward
 
     def forward(self, z_cls, z_dist, labels, z_teacher):
         xp = backend.xp_of(z_cls)
@@ -93,11 +94,14 @@ class _DistillationLoss:
                 "a teacher must have the student's classes"
             )
         ce = self.ce.forward(z_cls, labels)
-        return (1.0 - self.alpha) * ce + self.alpha * self.distill(z_dist, z_teacher)
+        loss = (1.0 - self.alpha) * ce + self.alpha * self.distill(z_dist, z_teacher)
+        self._forward_ran = True
+        return loss
 
     def backward(self, dout=1.0):
-        if self.ce._saved is None:
+        if not self._forward_ran:
             raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
+        self._forward_ran = False
         dz_cls = self.ce.backward((1.0 - self.alpha) * dout)
         return dz_cls, self.distill_backward(self.alpha * dout)
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from minivit import backend, nn
+from minivit.gradcheck import restore, rng_states  # noqa: F401  (the tests import them from here)
 from minivit.models import VisionTransformer
 
 
@@ -29,23 +30,10 @@ def randomize(module, gen, scale=0.5):
     return module
 
 
-def rng_states(module):
-    """The states of every generator the module's layers draw masks from."""
-    gens = {}
-    for _, m in module.named_modules():
-        g = m.__dict__.get("rng")
-        if isinstance(g, np.random.Generator):
-            gens[id(g)] = g
-    return [(g, g.bit_generator.state) for g in gens.values()]
-
-
-def restore(states):
-    for g, s in states:
-        g.bit_generator.state = s
-
-
 def as_tuple(x):
-    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+    """What backward returned, as a tuple of the gradients of the inputs that were given (an
+    optional input not given gets None, which is dropped: see the Module docstring)."""
+    return tuple(g for g in x if g is not None) if isinstance(x, (tuple, list)) else (x,)
 
 
 def snapshot(module):

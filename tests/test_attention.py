@@ -37,7 +37,8 @@ def test_mask_removes_keys_exactly():
     k2, v2 = npy(k).copy(), npy(v).copy()
     k2[..., ~mask, :], v2[..., ~mask, :] = 1e3, -1e3
     np.testing.assert_allclose(npy(attn.forward(q, k2, v2, mask=mask)), out, rtol=1e-13)
-    dq, dk, dv = attn.backward(randn(gen, 1, 2, 3, 4))
+    dq, dk, dv, dbias = attn.backward(randn(gen, 1, 2, 3, 4))
+    assert dbias is None  # no bias given; the mask is not differentiated
     assert not np.any(npy(dk)[..., ~mask, :]) and not np.any(npy(dv)[..., ~mask, :])
 
 
@@ -109,7 +110,8 @@ def test_mhsa_with_bias_returns_its_gradient():
     dz, dbias = msa.backward(randn(gen, 3, 5, 8))
     assert dz.shape == (3, 5, 8) and dbias.shape == (2, 5, 5)
     msa.forward(z)
-    assert msa.backward(randn(gen, 3, 5, 8)).shape == (3, 5, 8)  # no bias: just dL/dz
+    dz, dbias = msa.backward(randn(gen, 3, 5, 8))  # the same tuple without a bias: dbias None
+    assert dz.shape == (3, 5, 8) and dbias is None
 
 
 def test_any_number_of_tokens():

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from minivit import process
+from minivit.kernels import process
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,7 +46,7 @@ def test_import_changes_nothing_and_tune_process_stops_the_page_faults():
     each step; tuned, the pages are reused. A MALLOC_* variable of the user's opts out."""
     timeout, n_default = _run()  # import minivit and use it: no setting changed
     assert timeout == "None" and n_default >= 20
-    tune = "from minivit.process import tune_process; print(tune_process(), file=sys.stderr)"
+    tune = "from minivit.kernels import tune_process; print(tune_process(), file=sys.stderr)"
     timeout, n_tuned = _run(tune)
     assert timeout == "4" and n_tuned * 10 <= n_default, (n_tuned, n_default)
     timeout, n_user = _run(tune, MALLOC_ARENA_MAX="8", OPENBLAS_THREAD_TIMEOUT="7")  # the user's wins

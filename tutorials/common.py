@@ -11,9 +11,9 @@ import io
 import os
 import sys
 
-from minivit.process import tune_process
+from minivit.kernels import tune_process
 
-tune_process()  # a script opts in to process tuning (minivit.process), before NumPy loads
+tune_process()  # a script opts in to process tuning (minivit.kernels.process), before NumPy loads
 
 import matplotlib  # noqa: E402
 

@@ -6,9 +6,7 @@ Each family registers its names beside its classes (timm's ``@register_model`` i
 
 import inspect
 
-_REGISTRY = {}
-
-_REGISTRY = {}
+_REGISTRY = {}  # name -> (class, config)
 
 
 def register(name, cls, **config):

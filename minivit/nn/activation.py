@@ -2,50 +2,23 @@
 
 import math
 
-from .. import backend, kernels
+from .. import backend
 from .module import Module
 
 
-def softmax(x, axis=-1, out=None):
-    """softmax(x)_i = exp(x_i - max x) / sum_j exp(x_j - max x), stable for any shift of x.
-
-    ``out=x`` computes it in place (attention does, on its scores), saving an array as big as x.
-    Rows are independent, so ``kernels.parallel`` hands them out to the CPU threads.
-    """
-    y = backend.xp_of(x).empty_like(x) if out is None else out
-
-    def rows(x, y):
-        xp = backend.xp_of(x)
-        xp.subtract(x, x.max(axis=axis, keepdims=True), out=y)
-        xp.exp(y, out=y)
-        y *= 1.0 / y.sum(axis=axis, keepdims=True)
-
-    kernels.parallel(rows, x, y, axis=_other_axis(x, axis))
-    return y
+def softmax(x, axis=-1):
+    """softmax(x)_i = exp(x_i - max x) / sum_j exp(x_j - max x), stable for any shift of x."""
+    e = backend.xp_of(x).exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
 
 
-def softmax_backward(y, dy, axis=-1, out=None):
+def softmax_backward(y, dy, axis=-1):
     """Given y = softmax(x) and dy = dL/dy: dL/dx = y * (dy - sum(dy * y)).
 
     From dy_i/dx_j = y_i (delta_ij - y_j), the Jacobian-vector product collapses to one
-    weighted sum per row, so the (N x N) Jacobian is never formed. ``out=dy`` works in place.
+    weighted sum per row, so the (N x N) Jacobian is never formed.
     """
-    dx = backend.xp_of(dy).empty_like(dy) if out is None else out
-
-    def rows(y, dy, dx):
-        xp = backend.xp_of(dy)
-        # <dy, y> per row, as a contraction: no temporary as big as dy
-        dot = xp.einsum("...i,...i->...", xp.moveaxis(dy, axis, -1), xp.moveaxis(y, axis, -1))
-        xp.subtract(dy, xp.expand_dims(dot, axis), out=dx)
-        dx *= y
-
-    kernels.parallel(rows, y, dy, dx, axis=_other_axis(y, axis))
-    return dx
-
-
-def _other_axis(x, axis):
-    """An axis to cut x along for the threads: any but the one softmax normalises (1-D: none)."""
-    return 1 if axis % max(x.ndim, 1) == 0 else 0
+    return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
 
 
 def log_softmax(x, axis=-1):
@@ -103,9 +76,7 @@ class GELU(Module):
             return 0.5 * x * (1.0 + t)
         cdf = backend.normal_cdf(x)  # Phi(x) = (1 + erf(x / sqrt 2)) / 2
         self.save_for_backward(x, cdf)
-        y = xp.empty_like(x)
-        kernels.parallel(xp.multiply, x, cdf, y)  # y = x Phi(x), on every CPU thread
-        return y
+        return x * cdf
 
     def backward(self, dout):
         xp = backend.xp_of(dout)
@@ -113,19 +84,8 @@ class GELU(Module):
         if self.approximate == "tanh":
             du = _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * x * x)
             return dout * (0.5 * (1.0 + s) + 0.5 * x * (1.0 - s * s) * du)
-        dx = xp.empty_like(x)
-
-        def grad(x, cdf, dout, dx):  # on slabs of the arrays, one per CPU thread
-            xp.multiply(x, x, out=dx)
-            dx *= -0.5
-            xp.exp(dx, out=dx)
-            dx *= _INV_SQRT_2PI  # phi(x)
-            dx *= x
-            dx += cdf  # Phi(x) + x phi(x)
-            dx *= dout
-
-        kernels.parallel(grad, x, s, dout, dx, chunked=True)
-        return dx
+        phi = xp.exp(-0.5 * x * x) * _INV_SQRT_2PI
+        return dout * (s + x * phi)  # Phi(x) + x phi(x)
 
     def extra_repr(self):
         return f"approximate={self.approximate!r}"

@@ -1,6 +1,6 @@
 """Scaled dot-product attention and multi-head self-attention (Vaswani et al., 2017)."""
 
-from .. import backend, kernels, validate
+from .. import backend, validate
 from .activation import softmax, softmax_backward
 from .linear import Linear
 from .module import Module
@@ -15,13 +15,6 @@ def sum_to_shape(g, shape):
     return g.sum(axis=axes, keepdims=True).reshape(shape) if axes else g
 
 
-def _token_major(xp, shape, dtype):
-    """An empty array of ``shape`` (..., h, N, d), stored as (..., N, h, d) in memory."""
-    if len(shape) < 3:
-        return xp.empty(shape, dtype=dtype)
-    return xp.empty(shape[:-3] + (shape[-2], shape[-3], shape[-1]), dtype=dtype).swapaxes(-3, -2)
-
-
 class ScaledDotProductAttention(Module):
     """A = softmax(s q k^T + bias), masked where mask is False;  out = A v;  s = d^-1/2 by default.
 
@@ -34,14 +27,9 @@ class ScaledDotProductAttention(Module):
     ``self.attn_probs``.
 
     Backward: dv = A^T g and dA = g v^T (g = dL/dout); through the softmax
-    dS = A * (dA - rowsum(dA * A)); then dq = s dS k, dk = s dS^T q,
-    dbias = dS summed over the axes the bias was broadcast along. ``backward(dout, out=(dq, dk,
-    dv))`` writes the three gradients into given arrays (multi-head attention passes views of its
-    fused d[q, k, v] buffer, so no copies are made).
-
-    Memory layout (not semantics): the scores become A in place, and ``out`` is stored token-major,
-    (B, N, h, d) in memory, so that merging the heads back to (B, N, h*d) is a free reshape. The
-    products are ``kernels.matmul``: the B*h small matrix products spread over the CPU threads.
+    dS = A * (dA - rowsum(dA * A)); then dq = s dS k, dk = s dS^T q, and dbias = dS summed over
+    the axes the bias was broadcast along. Returns (dq, dk, dv, dbias), dbias None when no bias
+    was given (the mask is not differentiated).
     """
 
     def __init__(self, attn_drop=0.0, scale=None, rng=None):
@@ -54,30 +42,25 @@ class ScaledDotProductAttention(Module):
     def forward(self, q, k, v, bias=None, mask=None):
         xp = backend.xp_of(q)
         scale = q.shape[-1] ** -0.5 if self.scale is None else self.scale
-        s = kernels.matmul(q * scale, k.swapaxes(-1, -2))  # (B, h, N, M)
+        s = (q @ k.swapaxes(-1, -2)) * scale  # (B, h, N, M)
         if bias is not None:
-            s += bias
+            s = s + bias
         if mask is not None:
             s = xp.where(mask, s, -xp.inf)
-        a = softmax(s, out=s)
+        a = softmax(s)  # A: (B, h, N, M)
         self.attn_probs = a
         a_drop = self.attn_drop.forward(a)
         self.save_for_backward(q, k, v, a, a_drop, scale, None if bias is None else bias.shape)
-        return kernels.matmul(a_drop, v, out=_token_major(xp, q.shape[:-1] + v.shape[-1:], q.dtype))
+        return a_drop @ v  # (B, h, N, d)
 
-    def backward(self, dout, out=None):
+    def backward(self, dout):
         q, k, v, a, a_drop, scale, bias_shape = self.saved()
-        dq, dk, dv = out if out is not None else (None, None, None)
-        dv = kernels.matmul(a_drop.swapaxes(-1, -2), dout, out=dv)  # (B, h, M, d)
-        da = self.attn_drop.backward(kernels.matmul(dout, v.swapaxes(-1, -2)))  # (B, h, N, M)
-        ds = softmax_backward(a, da, out=da)
-        dq = kernels.matmul(ds, k, out=dq)
-        dq *= scale
-        dk = kernels.matmul(ds.swapaxes(-1, -2), q, out=dk)
-        dk *= scale
-        if bias_shape is None:
-            return dq, dk, dv
-        return dq, dk, dv, sum_to_shape(ds, bias_shape)
+        dv = a_drop.swapaxes(-1, -2) @ dout  # (B, h, M, d)
+        da = self.attn_drop.backward(dout @ v.swapaxes(-1, -2))  # (B, h, N, M)
+        ds = softmax_backward(a, da)
+        dq = (ds @ k) * scale
+        dk = (ds.swapaxes(-1, -2) @ q) * scale
+        return dq, dk, dv, None if bias_shape is None else sum_to_shape(ds, bias_shape)
 
 
 class MultiHeadSelfAttention(Module):
@@ -91,7 +74,7 @@ class MultiHeadSelfAttention(Module):
 
     Backward: the projection's backward, heads split again to (B, h, N, d), the attention's
     backward for dq, dk, dv, which stack into d[q, k, v] for the qkv projection's backward.
-    Returns dL/dz, or (dL/dz, dL/dbias) when a bias was given.
+    Returns (dL/dz, dL/dbias), dL/dbias None when no bias was given.
     """
 
     def __init__(self, dim, num_heads=8, qkv_bias=True, attn_drop=0.0, proj_drop=0.0, scale=None,
@@ -119,19 +102,17 @@ class MultiHeadSelfAttention(Module):
         h, d = self.num_heads, self.head_dim
         qkv = self.qkv.forward(z).reshape(B, N, 3, h, d).transpose(2, 0, 3, 1, 4)  # (3, B, h, N, d)
         out = self.attn.forward(qkv[0], qkv[1], qkv[2], bias, mask)  # (B, h, N, d)
-        out = out.transpose(0, 2, 1, 3).reshape(B, N, D)  # heads merged: (B, N, D), no copy
+        out = out.transpose(0, 2, 1, 3).reshape(B, N, D)  # heads merged: (B, N, D)
         return self.proj_drop.forward(self.proj.forward(out))
 
     def backward(self, dout):
         B, N, D = dout.shape
         h, d = self.num_heads, self.head_dim
         xp = backend.xp_of(dout)
-        g = self.proj.backward(self.proj_drop.backward(dout))
-        dqkv = xp.empty((B, N, 3, h, d), dtype=dout.dtype)  # d[q, k, v] in the layout of qkv's output
-        grads = self.attn.backward(g.reshape(B, N, h, d).transpose(0, 2, 1, 3),  # (B, h, N, d)
-                                   out=dqkv.transpose(2, 0, 3, 1, 4))  # dq, dk, dv written into dqkv
-        dz = self.qkv.backward(dqkv.reshape(B, N, 3 * D))
-        return dz if len(grads) == 3 else (dz, grads[3])
+        g = self.proj.backward(self.proj_drop.backward(dout))  # (B, N, D)
+        dq, dk, dv, dbias = self.attn.backward(g.reshape(B, N, h, d).transpose(0, 2, 1, 3))  # (B, h, N, d)
+        dqkv = xp.stack([dq, dk, dv]).transpose(1, 3, 0, 2, 4)  # (B, N, 3, h, d), as qkv's output
+        return self.qkv.backward(dqkv.reshape(B, N, 3 * D)), dbias
 
     def extra_repr(self):
         return f"dim={self.dim}, num_heads={self.num_heads}"

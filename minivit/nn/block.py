@@ -32,4 +32,5 @@ class Block(Module):
 
     def backward(self, dout):
         d = dout + self.norm2.backward(self.mlp.backward(self.drop_path2.backward(dout)))
-        return d + self.norm1.backward(self.attn.backward(self.drop_path1.backward(d)))
+        dz, _ = self.attn.backward(self.drop_path1.backward(d))  # (dL/dz, dL/dbias): no bias here
+        return d + self.norm1.backward(dz)

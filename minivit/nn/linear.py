@@ -2,7 +2,7 @@
 
 import math
 
-from .. import backend, kernels, validate
+from .. import backend, validate
 from .module import Module, Parameter
 
 
@@ -45,27 +45,28 @@ class Linear(Module):
         if b is not None:
             b.data[...] = backend.uniform(gen, b.shape, -bound, bound, W.dtype)
 
-    def forward(self, x):
+    def check_input(self, x):
         if x.shape[-1] != self.in_features:
             raise ValueError(
                 f"Linear expected input (..., {self.in_features}), got shape {tuple(x.shape)}"
             )
-        lead = x.shape[:-1]
+
+    def forward(self, x):
+        self.check_input(x)
         x2 = x.reshape(-1, self.in_features)  # (M, D_in)
         y = x2 @ self.weight.data  # (M, D_out)
         if self.bias is not None:
-            kernels.add_rows(y, self.bias.data)  # y += b, on every row
+            y = y + self.bias.data
         self.save_for_backward(x2)
-        return y.reshape(*lead, self.out_features)
+        return y.reshape(*x.shape[:-1], self.out_features)
 
     def backward(self, dout):
         (x2,) = self.saved()
-        lead = dout.shape[:-1]
         g = dout.reshape(-1, self.out_features)  # (M, D_out)
         self.weight.grad += x2.T @ g
         if self.bias is not None:
-            self.bias.grad += kernels.sum_rows(g)  # sum over the M rows
-        return (g @ self.weight.data.T).reshape(*lead, self.in_features)
+            self.bias.grad += g.sum(axis=0)  # sum over the M rows
+        return (g @ self.weight.data.T).reshape(*dout.shape[:-1], self.in_features)
 
     def extra_repr(self):
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"

@@ -23,13 +23,23 @@ Errors are all-or-nothing: a rejected ``backward`` or ``load_state_dict`` has ch
   calls on the same instance (``super().forward(...)``) are neither recorded nor checked; further
   arguments (``out=``) pass through. A backward before any forward runs the body unchecked,
   which raises its "called before forward()" RuntimeError from ``saved()``.
+* Several inputs: ``backward`` returns one gradient per floating-point array that ``forward``
+  takes, in forward's argument order. A layer of one input returns the array; a layer whose
+  forward takes several (attention's q, k, v and bias) always returns a tuple of the same length,
+  with None for an optional input that was not given, so its type never depends on the
+  arguments. Inputs that are not differentiated (boolean masks) get no entry.
+* Fast paths: the bodies in ``minivit.nn`` are the plain equations. Where ``minivit.kernels``
+  registers a fast path for a class and kernels are on, the outermost forward on an instance of
+  exactly that class (a subclass may override either method) runs the fast forward instead, and
+  the backward after it the fast backward (the same wrappers dispatch), so a forward and its
+  backward always run the same way.
 * ``load_state_dict(state)`` checks every entry (names, shapes, real finite numbers) and converts
   each to its parameter's dtype and device before it copies any.
 """
 
 import functools
 
-from .. import backend, validate
+from .. import backend, kernels, validate
 
 
 class Parameter:
@@ -98,16 +108,18 @@ def _got(x):
 
 
 def _recording(forward):
-    """forward, recording what the outermost call on an instance returned (see the docstring)."""
+    """forward, recording what the outermost call on an instance returned (see the docstring);
+    that call runs the fast path registered for the instance's class instead, if kernels are on."""
 
     @functools.wraps(forward)
     def wrapper(self, *args, **kwargs):
         d = self.__dict__
         if d.get("_in_forward"):
             return forward(self, *args, **kwargs)
-        d["_in_forward"] = True
+        fast = kernels.fast_path(type(self))  # exact class: a subclass may override either method
+        d["_in_forward"], d["_fast"] = True, fast  # backward runs the way this forward ran
         try:
-            out = forward(self, *args, **kwargs)
+            out = (fast.forward if fast and fast.forward else forward)(self, *args, **kwargs)
         finally:
             d["_in_forward"] = False
         d["_out_spec"] = _spec(out)
@@ -117,7 +129,8 @@ def _recording(forward):
 
 
 def _checking(backward):
-    """backward, whose outermost call on an instance first checks dout against forward's output."""
+    """backward, whose outermost call on an instance first checks dout against forward's output,
+    then runs the fast path if its forward did."""
 
     @functools.wraps(backward)
     def wrapper(self, dout, *args, **kwargs):
@@ -130,9 +143,10 @@ def _checking(backward):
                 f"{type(self).__name__}.backward expected dout to be {_expected(spec)} "
                 f"(what forward returned), got {_got(dout)}"
             )
+        fast = d.get("_fast")
         d["_in_backward"] = True
         try:
-            return backward(self, dout, *args, **kwargs)
+            return (fast.backward if fast and fast.backward else backward)(self, dout, *args, **kwargs)
         finally:
             d["_in_backward"] = False
 

@@ -1,6 +1,6 @@
 """Layer normalisation (Ba, Kiros & Hinton, 2016), applied per token."""
 
-from .. import backend, kernels, validate
+from .. import backend, validate
 from .module import Module, Parameter
 
 
@@ -22,50 +22,27 @@ class LayerNorm(Module):
         self.weight = Parameter(backend.ones((dim,), dtype))
         self.bias = Parameter(backend.zeros((dim,), dtype))
 
-    def forward(self, x):
+    def check_input(self, x):
         if x.shape[-1] != self.dim:
             raise ValueError(f"LayerNorm expected input (..., {self.dim}), got {tuple(x.shape)}")
+
+    def forward(self, x):
+        self.check_input(x)
         xp = backend.xp_of(x)
-        d = self.dim
-        x_hat, y = xp.empty(x.shape, dtype=x.dtype), xp.empty(x.shape, dtype=x.dtype)  # C order
-        rstd = xp.empty(x.shape[:-1] + (1,), dtype=x.dtype)  # 1 / sigma: (..., 1)
-
-        def tokens(x, x_hat, rstd, y):  # on slabs of tokens (rows), one per CPU thread
-            mu = xp.einsum("td->t", x) / d  # row means as contractions: faster than .mean(-1)
-            xp.subtract(x, mu[:, None], out=x_hat)
-            var = xp.einsum("td,td->t", x_hat, x_hat) / d
-            xp.divide(1.0, xp.sqrt(var + self.eps), out=rstd[:, 0])
-            x_hat *= rstd
-            xp.multiply(x_hat, self.weight.data, out=y)
-            y += self.bias.data
-
-        # tokens as rows: (M, D), (M, D), (M, 1), (M, D)
-        kernels.parallel(tokens, x.reshape(-1, d), x_hat.reshape(-1, d), rstd.reshape(-1, 1),
-                         y.reshape(-1, d))
+        mu = x.mean(axis=-1, keepdims=True)  # (..., 1)
+        var = x.var(axis=-1, keepdims=True)  # (..., 1), biased
+        rstd = 1.0 / xp.sqrt(var + self.eps)  # 1 / sigma
+        x_hat = (x - mu) * rstd
         self.save_for_backward(x_hat, rstd)
-        return y
+        return self.weight.data * x_hat + self.bias.data
 
     def backward(self, dout):
-        xp = backend.xp_of(dout)
         x_hat, rstd = self.saved()
-        d, gamma = self.dim, self.weight.data
-        dout2, x_hat2 = dout.reshape(-1, d), x_hat.reshape(-1, d)  # (M, D)
-        dx = xp.empty(dout2.shape, dtype=dout.dtype)
-        p = xp.empty(dout2.shape, dtype=dout.dtype)  # dL/dy * x_hat, summed for dL/dgamma
-
-        def tokens(dout, x_hat, rstd, dx, p):  # g = gamma * dL/dy, so mean(g) = (dL/dy . gamma) / D
-            xp.multiply(dout, x_hat, out=p)
-            mean_g = xp.einsum("td,d->t", dout, gamma) / d
-            mean_g_x_hat = xp.einsum("td,d->t", p, gamma) / d
-            xp.multiply(dout, gamma, out=dx)  # g
-            dx -= mean_g[:, None]
-            dx -= x_hat * mean_g_x_hat[:, None]
-            dx *= rstd
-
-        kernels.parallel(tokens, dout2, x_hat2, rstd.reshape(-1, 1), dx, p)
-        self.weight.grad += kernels.sum_rows(p)
-        self.bias.grad += kernels.sum_rows(dout2)
-        return dx.reshape(dout.shape)
+        d = self.dim
+        self.weight.grad += (dout * x_hat).reshape(-1, d).sum(axis=0)  # sum over every token
+        self.bias.grad += dout.reshape(-1, d).sum(axis=0)
+        g = dout * self.weight.data
+        return rstd * (g - g.mean(axis=-1, keepdims=True) - x_hat * (g * x_hat).mean(axis=-1, keepdims=True))
 
     def extra_repr(self):
         return f"{self.dim}, eps={self.eps}"

@@ -6,7 +6,7 @@ library, so it can run first. What each setting does and buys (measured on the 2
 float32; docs/benchmarks.md):
 
 1. OpenBLAS's idle worker threads spin for 2^n CPU clock ticks before they sleep (n = 28 by
-   default, about 0.1 s), taking the cores from minivit's own threads (minivit.kernels) between
+   default, about 0.1 s), taking the cores from minivit's own threads (minivit.kernels.threads) between
    matmuls. OPENBLAS_THREAD_TIMEOUT=4 makes them sleep almost at once: the default was 12-25%
    slower per training step. OpenBLAS reads it once, when NumPy loads: after that it is too late,
    and ``tune_process`` says so. A value the user set is kept.
