@@ -1,28 +1,54 @@
-"""Time one ViT training step in minivit and in PyTorch eager, side by side.
+"""Time one ViT training step in minivit and in PyTorch eager, each as a user runs it.
 
-    python benchmarks/bench_step.py                   # both configs, CPU, all cores
-    python benchmarks/bench_step.py --config ti224 --steps 20
-    python benchmarks/bench_step.py --quick           # CI: tiny32 only, two timed steps
+    python benchmarks/bench_step.py                   # both configs, CPU, 3 rounds
+    python benchmarks/bench_step.py --config ti224 --steps 20 --rounds 5
+    python benchmarks/bench_step.py --kernels both    # minivit with and without its kernels
+    python benchmarks/bench_step.py --quick           # CI: tiny32, one round of one timed step
+    python benchmarks/bench_step.py --in-process      # both in one process, step by step
     python benchmarks/bench_step.py --backend cupy    # minivit on CuPy against torch on CUDA
 
 A training step is forward, cross-entropy loss, backward and an AdamW update, in float32. Both
-frameworks run the same ViT from the same weights on the same batch (checked: their logits must
-agree) with the same thread count, in one process, alternating step by step so that a busy machine
-slows both alike; each timing is the median over the timed steps after warm-up. Forward-only
-(inference) steps are timed the same way. Idle threads sleep between steps on both sides
-(OPENBLAS_THREAD_TIMEOUT for minivit, OMP_WAIT_POLICY=PASSIVE for torch), so that neither
-framework's spinning workers slow the other's next step. Importing minivit also makes glibc's
-malloc keep freed memory for reuse (minivit.kernels, 3.); torch, in the same process, gets that too.
+frameworks run the same ViT from the same weights on the same batch; forward-only (inference)
+steps are timed the same way.
 
-Reported per framework: ms/step, images/s, the ratio minivit / PyTorch, peak memory, and the
-share of the machine's float32 matmul peak that the step reaches. Model FLOPs count the matmuls
-only (2 x multiply-adds of the forward, x3 for a training step: the backward does two matmuls per
-forward matmul); the peak is the best of NumPy's and torch's sgemm on a large square product,
-measured here. Peak memory is measured per framework in a fresh subprocess (a process's peak
-resident memory cannot be split between two frameworks): the growth of peak RSS from just before
-the model is built through two training steps (the second with the optimizer state allocated),
-so it includes weights, gradients, optimizer state, activations and temporaries. On CUDA it is
-the caching allocators' peak reserved memory.
+**Separate processes (the default).** Each framework is timed in its own fresh process at its own
+defaults, as a user would run it: the script starts worker processes (``bench_step.py --worker
+KIND --config NAME``, which prints its step times as JSON), one per framework in turn (minivit,
+torch, minivit, torch, ...) for ``--rounds`` rounds, so that a change in the machine's load hits
+both. Each worker takes ``--warmup`` untimed steps, then ``--steps`` timed ones. Reported per
+framework: the median over the rounds of each round's median step time, the spread (min-max) of
+the round medians (the figure's caps), and the ratio of the medians minivit / PyTorch. A minivit
+worker tunes its process as the command line does (``minivit.kernels.tune_process()`` before
+NumPy loads: OpenBLAS's idle threads sleep, malloc keeps freed memory); the torch worker builds a
+minivit model only to copy its weights (importing minivit changes no process-wide setting), and
+its process is not tuned: torch's own thread count and OMP_WAIT_POLICY. ``--threads N`` gives
+both N threads, ``--torch-omp-wait`` sets torch's OMP_WAIT_POLICY. Each result records what its
+worker had (threads, kernels, process tuning). Every worker writes its logits of the batch before
+it trains; every round, each minivit worker's must agree with torch's, or the run stops: the same
+model, or no comparison.
+
+**Kernels.** ``--kernels off`` times minivit with its fast paths off (MINIVIT_KERNELS=0 in the
+worker's environment: the plain equation bodies of minivit.nn), ``--kernels both`` times a third
+worker kind, ``minivit-nokernels``, in the same rounds, reported beside ``minivit``.
+
+**In one process (``--in-process``).** The earlier comparison: both frameworks in one tuned
+process with the same thread count (default all cores), alternating step by step (the order flips
+every step), one round unless ``--rounds`` says more. Idle threads sleep between
+steps on both sides (OPENBLAS_THREAD_TIMEOUT for minivit, OMP_WAIT_POLICY=PASSIVE for torch unless
+``--torch-omp-wait active``), so that neither framework's spinning workers slow the other's next
+step; torch gets minivit's malloc tuning too. That setting slows torch: it is not the comparison a
+user makes.
+
+Reported per framework: ms/step, images/s, the ratios to PyTorch, peak memory, and the share of
+the machine's float32 matmul peak that the step reaches. Model FLOPs count the matmuls only (2 x
+multiply-adds of the forward, x3 for a training step: the backward does two matmuls per forward
+matmul); the peak is the best of NumPy's and torch's sgemm on a large square product, measured in
+the first worker of each kind (the one process, --in-process). Peak memory is measured per
+framework in a fresh process set up as its worker (a process's peak resident memory cannot be
+split between two frameworks): the growth of peak RSS from just before the model is built through
+two training steps (the second with the optimizer state allocated), so it includes weights,
+gradients, optimizer state, activations and temporaries. On CUDA it is the caching allocators'
+peak reserved memory.
 
 ``--json PATH`` writes the results; ``--plot PATH`` draws the bar chart of docs/benchmarks.md;
 ``--from-json A.json B.json`` prints, plots and merges saved runs without measuring.
@@ -32,10 +58,13 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from importlib import metadata
 
 CONFIGS = {
     "tiny32": dict(batch=128, img_size=32, patch_size=4, in_chans=3, embed_dim=192, num_heads=3,
@@ -44,54 +73,90 @@ CONFIGS = {
                   depth=12, num_classes=1000),
 }
 MLP_RATIO = 4
+KINDS = ("minivit", "minivit-nokernels", "torch")  # what a worker times
+KERNELS_ENV = {"minivit": "1", "minivit-nokernels": "0"}  # MINIVIT_KERNELS of the minivit kinds
+THREAD_VARS = ("MINIVIT_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", choices=[*CONFIGS, "all"], default="all")
+    p.add_argument("--config", choices=[*CONFIGS, "all"], help="default: all (tiny32 with --quick)")
     p.add_argument("--backend", choices=["numpy", "cupy"], default="numpy",
                    help="minivit's array module; cupy is compared with torch on CUDA")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per framework (median)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for both")
+    p.add_argument("--steps", type=int, help="timed steps per worker (median); default 10 (1 with --quick)")
+    p.add_argument("--warmup", type=int, help="untimed steps first; default 2 (0 with --quick)")
+    p.add_argument("--rounds", type=int, help="rounds of one worker per framework in turn (median of their "
+                                              "medians); default 3 (1 with --quick or --in-process)")
+    p.add_argument("--threads", type=int, help="CPU threads for both; default: each framework's own "
+                                               "(all cores with --in-process)")
+    p.add_argument("--kernels", choices=["on", "off", "both"], default="on",
+                   help="minivit's fast paths (MINIVIT_KERNELS); both: a minivit-nokernels worker too")
+    p.add_argument("--in-process", action="store_true",
+                   help="both frameworks in one process, alternating step by step, torch's threads passive")
     p.add_argument("--torch-attention", choices=["math", "sdpa"], default="math",
                    help="torch attention as explicit matmuls + softmax (math, as minivit) or "
                         "F.scaled_dot_product_attention (sdpa)")
-    p.add_argument("--torch-omp-wait", choices=["passive", "active"], default="passive",
-                   help="OMP_WAIT_POLICY for torch's OpenMP threads: passive (default) puts them to sleep "
-                        "after each parallel region, as minivit does with OpenBLAS's threads; active keeps "
-                        "torch's default spinning, which steals the cores from the next minivit step")
-    p.add_argument("--quick", action="store_true", help="CI smoke run: tiny32, 2 steps, no warm-up")
+    p.add_argument("--torch-omp-wait", choices=["passive", "active"],
+                   help="OMP_WAIT_POLICY for torch's OpenMP threads; default: torch's own (unset), passive "
+                        "with --in-process, where spinning threads would steal the next minivit step's cores")
+    p.add_argument("--quick", action="store_true", help="CI smoke run: tiny32, 1 round, 1 step, no warm-up")
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--plot", metavar="PATH", help="draw the bar chart (PNG)")
     p.add_argument("--from-json", metavar="PATH", nargs="+",
                    help="measure nothing: print (and --plot, --json) the results saved by earlier runs")
-    p.add_argument("--memory-probe", choices=["minivit", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=KINDS, help="time this one framework alone and print JSON "
+                                                   "(what the default mode runs in each process)")
+    p.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)  # with --worker
+    p.add_argument("--logits", metavar="PATH", help=argparse.SUPPRESS)  # with --worker: .npy of the logits
+    p.add_argument("--sgemm", type=int, metavar="N", help=argparse.SUPPRESS)  # with --worker: matmul peak
     args = p.parse_args(argv)
-    if args.quick:
-        args.config, args.steps, args.warmup = "tiny32", 2, 0
-    if args.steps < 1 or args.warmup < 0 or args.threads < 1:
-        p.error("--steps and --threads must be >= 1, --warmup >= 0")
+    quick = args.quick
+    for name, default in (("config", "tiny32" if quick else "all"), ("steps", 1 if quick else 10),
+                          ("warmup", 0 if quick else 2), ("rounds", 1 if quick or args.in_process else 3)):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    if min(args.steps, args.rounds) < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
+        p.error("--steps, --rounds and --threads must be >= 1, --warmup >= 0")
+    if args.in_process and args.kernels == "both":
+        p.error("--kernels both needs separate processes (drop --in-process)")
+    if args.worker and args.config == "all":
+        p.error("--worker times one --config")
+    if args.in_process and args.torch_omp_wait is None:
+        args.torch_omp_wait = "passive"
+    args.kinds = {"on": ["minivit"], "off": ["minivit-nokernels"],
+                  "both": ["minivit", "minivit-nokernels"]}[args.kernels] + ["torch"]
     return args
 
 
 ARGS = parse_args()
-# thread counts must be fixed before NumPy (OpenBLAS) and torch start their thread pools, and
-# the process tuned (minivit.kernels.process) before NumPy loads, so that OPENBLAS_THREAD_TIMEOUT applies
-for var in ("MINIVIT_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[var] = str(ARGS.threads)
-# idle threads of either framework must not spin into the other's step (alternating steps)
-if ARGS.torch_omp_wait == "passive":
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+ROLE = ARGS.worker or ("in-process" if ARGS.in_process else "parent")  # the parent only starts workers
+THREADS = ARGS.threads or (os.cpu_count() if ROLE == "in-process" else None)  # None: the library's own
 
+
+def process_env(role):
+    """What this process sets in its environment before NumPy and torch load (they read it once)."""
+    env = dict.fromkeys(THREAD_VARS, str(THREADS)) if THREADS and role != "parent" else {}
+    if role in ("torch", "in-process") and ARGS.torch_omp_wait:
+        env["OMP_WAIT_POLICY"] = ARGS.torch_omp_wait.upper()
+    for kind in ARGS.kinds if role == "in-process" else [role]:
+        if kind in KERNELS_ENV:
+            env["MINIVIT_KERNELS"] = KERNELS_ENV[kind]
+    return env
+
+
+os.environ.update(process_env(ROLE))
+TUNED = ROLE == "in-process" or ROLE in KERNELS_ENV  # process tuning as the command line does; never torch's
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout
-# isort: off
-from minivit.kernels import tune_process  # noqa: E402  (the standard library only)
+if TUNED:
+    from minivit.kernels import tune_process  # the standard library only
 
-PROCESS = tune_process()  # before numpy
+    PROCESS = tune_process()  # before numpy
+else:
+    PROCESS = {"openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+               "malloc_keeps_freed_memory": False}
 import numpy as np  # noqa: E402
-# isort: on
+
 import minivit  # noqa: E402
 from minivit import backend  # noqa: E402
 from minivit.losses import CrossEntropyLoss  # noqa: E402
@@ -99,6 +164,8 @@ from minivit.models import VisionTransformer  # noqa: E402
 from minivit.optim import AdamW  # noqa: E402
 
 LR, WEIGHT_DECAY = 1e-3, 0.05
+DEVICE = "cuda" if ARGS.backend == "cupy" else "cpu"  # torch's device
+SGEMM_N = 8192 if DEVICE == "cuda" else 1024 if ARGS.quick else 3072
 
 
 # ----------------------------------------------------------------------------- FLOPs and peak
@@ -115,9 +182,18 @@ def forward_macs(cfg):
     return patch + L * (linears + attention) + head
 
 
-def sgemm_peak(matmul, make, sync, n, repeats=5):
-    """Best float32 GFLOP/s of an n x n x n matmul."""
-    a, b, c = make(n), make(n), make(n)
+def matmul_peak(kind, n, repeats=5):
+    """Best float32 GFLOP/s of an n x n x n matmul: torch's for the torch kind, else NumPy's or CuPy's."""
+    host = [np.random.default_rng(i).standard_normal((n, n), dtype=np.float32) for i in range(3)]
+    if kind == "torch":
+        import torch
+
+        a, b, c = (torch.from_numpy(h).to(DEVICE) for h in host)
+        matmul, sync = torch.matmul, torch.cuda.synchronize if DEVICE == "cuda" else (lambda: None)
+    else:
+        xp = backend.xp()
+        a, b, c = (backend.asarray(h) for h in host)
+        matmul, sync = xp.matmul, xp.cuda.Device().synchronize if DEVICE == "cuda" else (lambda: None)
     best = float("inf")
     for _ in range(repeats):
         sync()
@@ -142,20 +218,18 @@ def model_kwargs(cfg):
     return {k: v for k, v in cfg.items() if k != "batch"} | {"mlp_ratio": MLP_RATIO}
 
 
+def minivit_model(cfg):
+    return VisionTransformer(**model_kwargs(cfg), dtype="float32", seed=0)
+
+
 class MinivitRunner:
-    def __init__(self, cfg, device):
-        self.device = device
-        self.model = VisionTransformer(**model_kwargs(cfg), dtype="float32", seed=0)
+    def __init__(self, cfg):
+        self.model = minivit_model(cfg)
         x, y = make_batch(cfg)
         self.x, self.y = backend.asarray(x), backend.asarray(y)
         self.loss = CrossEntropyLoss()
         self.opt = AdamW(self.model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-        if device == "cuda":
-            import cupy
-
-            self.sync = cupy.cuda.Device().synchronize
-        else:
-            self.sync = lambda: None
+        self.sync = backend.xp().cuda.Device().synchronize if DEVICE == "cuda" else (lambda: None)
 
     def train_step(self):
         self.model.train()
@@ -177,19 +251,17 @@ class MinivitRunner:
 
 
 class TorchRunner:
-    def __init__(self, cfg, device, attention, init_from=None):
+    def __init__(self, cfg, init_from):
         import torch
         from torch_vit import TorchViT, load_from_minivit
 
-        self.torch, self.device = torch, device
-        self.model = TorchViT(**model_kwargs(cfg), sdpa=attention == "sdpa").to(device)
-        if init_from is None:  # the CUDA memory probe: a minivit model for the weights, then dropped
-            init_from = VisionTransformer(**model_kwargs(cfg), dtype="float32", seed=0)
+        self.torch = torch
+        self.model = TorchViT(**model_kwargs(cfg), sdpa=ARGS.torch_attention == "sdpa").to(DEVICE)
         load_from_minivit(self.model, init_from)
         x, y = make_batch(cfg)
-        self.x, self.y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        self.x, self.y = torch.from_numpy(x).to(DEVICE), torch.from_numpy(y).to(DEVICE)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-        self.sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        self.sync = torch.cuda.synchronize if DEVICE == "cuda" else (lambda: None)
 
     def train_step(self):
         F = self.torch.nn.functional
@@ -212,22 +284,34 @@ class TorchRunner:
         return self.forward().cpu().numpy()
 
 
-def setup_backend(kind):
-    """Select minivit's backend and torch's device; a clear error when CUDA is not there."""
-    import torch
+def setup(kind):
+    """Select minivit's backend, or torch's threads, for ``kind``; a clear error where CUDA is not there."""
+    if kind == "torch":
+        import torch
 
-    torch.set_num_threads(ARGS.threads)
-    if kind == "numpy":
-        backend.use("numpy")
-        return "cpu"
-    try:
-        backend.use("cupy")
-    except RuntimeError as e:
-        sys.exit(f"--backend cupy needs CuPy and a CUDA GPU: {e}")
-    if not torch.cuda.is_available():
-        sys.exit("--backend cupy compares with torch on CUDA, but this torch build sees no CUDA GPU "
-                 f"(torch {torch.__version__}); install a CUDA build of torch")
-    return "cuda"
+        if THREADS:
+            torch.set_num_threads(THREADS)
+        if DEVICE == "cuda" and not torch.cuda.is_available():
+            sys.exit("--backend cupy compares with torch on CUDA, but this torch build sees no CUDA GPU "
+                     f"(torch {torch.__version__}); install a CUDA build of torch")
+    elif DEVICE == "cuda":
+        try:
+            backend.use("cupy")
+        except RuntimeError as e:
+            sys.exit(f"--backend cupy needs CuPy and a CUDA GPU: {e}")
+
+
+def process_info(kind):
+    """What a framework's process had: its threads, minivit's kernels, the process tuning."""
+    info = {"process_tuned": TUNED, **PROCESS, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+    if kind == "torch":
+        import torch
+
+        return info | {"threads": torch.get_num_threads()}
+    from minivit import kernels
+    from minivit.kernels import threads
+
+    return info | {"threads": threads.NUM_THREADS, "kernels": kernels.enabled()}
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -240,50 +324,35 @@ def rss_kib(field):
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def memory_probe(framework, cfg_name):
+def memory_probe(kind, cfg_name):
     """In a fresh process: peak memory of building the model and two training steps (MiB)."""
     cfg = CONFIGS[cfg_name]
-    device = setup_backend(ARGS.backend)
+    setup(kind)
     import torch  # noqa: F401  (both probes load torch, so library pages count alike)
 
-    if device == "cuda":
-        runner = (MinivitRunner(cfg, device) if framework == "minivit"
-                  else TorchRunner(cfg, device, ARGS.torch_attention))
-        for _ in range(2):
-            runner.train_step()
-        if framework == "minivit":
-            import cupy
-
-            peak = cupy.get_default_memory_pool().total_bytes()
-        else:
-            peak = torch.cuda.max_memory_reserved()
-        print(json.dumps({"peak_mib": peak / 2**20}))
-        return
-    if framework == "torch":  # the weights to copy in come from a minivit model built first
-        init = VisionTransformer(**model_kwargs(cfg), dtype="float32", seed=0)
-    base = rss_kib("VmRSS")
-    try:  # reset the peak-RSS counter (Linux); otherwise VmHWM is the lifetime peak
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-    runner = MinivitRunner(cfg, device) if framework == "minivit" else \
-        TorchRunner(cfg, device, ARGS.torch_attention, init_from=init)
+    init = minivit_model(cfg) if kind == "torch" else None  # the weights torch copies, built first
+    if DEVICE == "cpu":
+        base = rss_kib("VmRSS")
+        try:  # reset the peak-RSS counter (Linux); otherwise VmHWM is the lifetime peak
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+    runner = TorchRunner(cfg, init) if kind == "torch" else MinivitRunner(cfg)
     for _ in range(2):
         runner.train_step()
-    print(json.dumps({"peak_mib": (rss_kib("VmHWM") - base) / 1024}))
-
-
-def measure_memory(cfg_name, framework):
-    cmd = [sys.executable, os.path.abspath(__file__), "--memory-probe", framework, "--config", cfg_name,
-           "--backend", ARGS.backend, "--threads", str(ARGS.threads),
-           "--torch-attention", ARGS.torch_attention]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["peak_mib"]
+    if DEVICE == "cpu":
+        peak = (rss_kib("VmHWM") - base) * 1024
+    elif kind == "torch":
+        peak = torch.cuda.max_memory_reserved()
+    else:
+        peak = backend.xp().get_default_memory_pool().total_bytes()
+    print(json.dumps({"peak_mib": peak / 2**20}))
 
 
 def alternate(fns, warmup, steps):
-    """Time each function ``steps`` times after ``warmup`` calls, alternating which goes first."""
+    """Time each function ``steps`` times after ``warmup`` calls, alternating which goes first:
+    {name: [seconds per call]}."""
     times = {name: [] for name in fns}
     names = list(fns)
     for i in range(warmup + steps):
@@ -293,53 +362,132 @@ def alternate(fns, warmup, steps):
             dt = time.perf_counter() - t
             if i >= warmup:
                 times[name].append(dt)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times
 
 
-def bench_config(cfg_name, device, peak_gflops):
+def worker(kind, cfg_name):
+    """One framework alone in this process: its step times (and logits, matmul peak) as JSON."""
+    setup(kind)
+    out = {"kind": kind, "process": process_info(kind)}
+    if ARGS.sgemm:
+        out["sgemm_gflops"] = matmul_peak(kind, ARGS.sgemm)
     cfg = CONFIGS[cfg_name]
-    mv = MinivitRunner(cfg, device)
-    pt = TorchRunner(cfg, device, ARGS.torch_attention, init_from=mv.model)
-    diff = float(np.abs(mv.logits() - pt.logits()).max())
+    runner = TorchRunner(cfg, minivit_model(cfg)) if kind == "torch" else MinivitRunner(cfg)
+    if ARGS.logits:
+        np.save(ARGS.logits, runner.logits())
+    out["train_s"] = alternate({kind: runner.train_step}, ARGS.warmup, ARGS.steps)[kind]
+    out["infer_s"] = alternate({kind: runner.forward}, ARGS.warmup, ARGS.steps)[kind]
+    print(json.dumps(out))
+
+
+def run_worker(kind, cfg_name, *extra):
+    """Run ``bench_step.py --worker kind`` in a fresh process; the JSON it printed."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--config", cfg_name,
+           "--backend", ARGS.backend, "--steps", str(ARGS.steps), "--warmup", str(ARGS.warmup),
+           "--torch-attention", ARGS.torch_attention, *extra]
+    for opt, value in (("--threads", ARGS.threads), ("--torch-omp-wait", ARGS.torch_omp_wait)):
+        if value:
+            cmd += [opt, str(value)]
+    res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # its stderr passes through
+    if res.returncode != 0:
+        sys.exit(f"the {kind} worker failed (exit status {res.returncode}): {shlex.join(cmd)}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def logits_diff(logits, cfg_name):
+    """The largest |minivit - torch| logit over the minivit kinds; an error unless they agree."""
+    diff = max(float(np.abs(v - logits["torch"]).max()) for k, v in logits.items() if k != "torch")
     if not diff < 1e-3:
         raise RuntimeError(f"{cfg_name}: minivit and torch logits differ by {diff:.2e}: not the same model")
-    train = alternate({"minivit": mv.train_step, "torch": pt.train_step}, ARGS.warmup, ARGS.steps)
-    infer = alternate({"minivit": mv.forward, "torch": pt.forward}, ARGS.warmup, ARGS.steps)
+    return diff
+
+
+def bench_workers(cfg_name, peaks):
+    """Rounds of one worker per kind in turn: ({kind: [each worker's output]}, max logits diff)."""
+    runs, diff = {kind: [] for kind in ARGS.kinds}, 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(ARGS.rounds):
+            logits = {}
+            for kind in ARGS.kinds:
+                path = os.path.join(tmp, f"{kind}.npy")
+                sgemm = [] if kind in peaks else ["--sgemm", str(SGEMM_N)]
+                runs[kind].append(run_worker(kind, cfg_name, "--logits", path, *sgemm))
+                if sgemm:
+                    peaks[kind] = runs[kind][-1]["sgemm_gflops"]
+                logits[kind] = np.load(path)
+            diff = max(diff, logits_diff(logits, cfg_name))
+    return runs, diff
+
+
+def bench_in_process(cfg_name, peaks):
+    """Both frameworks in this process, alternating step by step: the same shape as bench_workers."""
+    for kind in ARGS.kinds:
+        setup(kind)
+        if kind not in peaks:
+            peaks[kind] = matmul_peak(kind, SGEMM_N)
+    cfg = CONFIGS[cfg_name]
+    mv = MinivitRunner(cfg)
+    runners = {ARGS.kinds[0]: mv, "torch": TorchRunner(cfg, mv.model)}
+    diff = logits_diff({kind: r.logits() for kind, r in runners.items()}, cfg_name)
+    runs = {kind: [] for kind in runners}
+    for _ in range(ARGS.rounds):
+        train = alternate({kind: r.train_step for kind, r in runners.items()}, ARGS.warmup, ARGS.steps)
+        infer = alternate({kind: r.forward for kind, r in runners.items()}, ARGS.warmup, ARGS.steps)
+        for kind in runners:
+            runs[kind].append({"process": process_info(kind), "train_s": train[kind], "infer_s": infer[kind]})
+    return runs, diff
+
+
+def summarize(cfg_name, runs, diff, peak_gflops, memory):
+    """The result of one config: per kind, the median over rounds of each round's median step, the
+    peak memory (MiB, where measured) and the ratios to torch."""
+    cfg = CONFIGS[cfg_name]
     fwd_flops = 2 * forward_macs(cfg)
     res = {"config": cfg_name, "batch": cfg["batch"], "logits_max_abs_diff": diff,
            "train_gflop": 3 * fwd_flops / 1e9, "forward_gflop": fwd_flops / 1e9}
-    for fw in ("minivit", "torch"):
-        res[fw] = {
-            "train_ms": 1e3 * train[fw], "train_img_s": cfg["batch"] / train[fw],
-            "train_peak_pct": 100 * 3 * fwd_flops / train[fw] / 1e9 / peak_gflops,
-            "infer_ms": 1e3 * infer[fw], "infer_img_s": cfg["batch"] / infer[fw],
-            "infer_peak_pct": 100 * fwd_flops / infer[fw] / 1e9 / peak_gflops,
-        }
-    res["train_ratio"] = train["minivit"] / train["torch"]
-    res["infer_ratio"] = infer["minivit"] / infer["torch"]
-    del mv, pt
-    if not ARGS.no_memory:
-        for fw in ("minivit", "torch"):
-            res[fw]["peak_mem_mib"] = measure_memory(cfg_name, fw)
-        res["mem_ratio"] = res["minivit"]["peak_mem_mib"] / res["torch"]["peak_mem_mib"]
+    for kind, outs in runs.items():
+        res[kind] = {"process": outs[0]["process"]}
+        for step, flops in (("train", 3 * fwd_flops), ("infer", fwd_flops)):
+            rounds = [statistics.median(out[f"{step}_s"]) for out in outs]
+            s = statistics.median(rounds)
+            res[kind] |= {f"{step}_ms": 1e3 * s, f"{step}_ms_rounds": [1e3 * t for t in rounds],
+                          f"{step}_img_s": cfg["batch"] / s,
+                          f"{step}_peak_pct": 100 * flops / s / 1e9 / peak_gflops}
+    for kind, mib in memory.items():
+        res[kind]["peak_mem_mib"] = mib
+    for kind in runs:
+        for ratio, key in (("train_ratio", "train_ms"), ("infer_ratio", "infer_ms"),
+                           ("mem_ratio", "peak_mem_mib")):
+            if kind != "torch" and key in res[kind]:
+                res[kind][ratio] = res[kind][key] / res["torch"][key]
     return res
 
 
+def kinds_of(results):
+    """The kinds every result has (runs merged by --from-json may differ), torch last."""
+    return [k for k in KINDS if all(k in r for r in results)]
+
+
 def print_table(results):
-    head = (f"{'config':<7} {'framework':<8} {'train ms':>9} {'img/s':>7} {'%peak':>6} {'infer ms':>9} "
-            f"{'img/s':>7} {'%peak':>6} {'peak MiB':>9}")
+    kinds = kinds_of(results)
+    w = max(len(f"{k}/torch") for k in kinds)
+    head = (f"{'config':<7} {'framework':<{w}} {'train ms':>9} {'min-max':>11} {'img/s':>7} {'%peak':>6} "
+            f"{'infer ms':>9} {'img/s':>7} {'%peak':>6} {'peak MiB':>9}")
     print(head)
     print("-" * len(head))
     for r in results:
-        for fw in ("minivit", "torch"):
-            m = r[fw]
+        for kind in kinds:
+            m = r[kind]
+            spread = f"{min(m['train_ms_rounds']):.0f}-{max(m['train_ms_rounds']):.0f}"
             mem = f"{m['peak_mem_mib']:9.0f}" if "peak_mem_mib" in m else f"{'-':>9}"
-            print(f"{r['config']:<7} {fw:<8} {m['train_ms']:9.1f} {m['train_img_s']:7.1f} "
+            print(f"{r['config']:<7} {kind:<{w}} {m['train_ms']:9.1f} {spread:>11} {m['train_img_s']:7.1f} "
                   f"{m['train_peak_pct']:6.1f} {m['infer_ms']:9.1f} {m['infer_img_s']:7.1f} "
                   f"{m['infer_peak_pct']:6.1f} {mem}")
-        mem = f"{r['mem_ratio']:9.2f}" if "mem_ratio" in r else f"{'-':>9}"
-        print(f"{r['config']:<7} {'ratio':<8} {r['train_ratio']:9.2f} {'':>7} {'':>6} "
-              f"{r['infer_ratio']:9.2f} {'':>7} {'':>6} {mem}")
+        for kind in kinds[:-1]:
+            m = r[kind]
+            mem = f"{m['mem_ratio']:9.2f}" if "mem_ratio" in m else f"{'-':>9}"
+            print(f"{r['config']:<7} {kind + '/torch':<{w}} {m['train_ratio']:9.2f} {'':>11} {'':>7} {'':>6} "
+                  f"{m['infer_ratio']:9.2f} {'':>7} {'':>6} {mem}")
 
 
 def plot(results, path):
@@ -348,31 +496,46 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    kinds = kinds_of(results)
+    colors = {"minivit": "#3b75af", "minivit-nokernels": "#9cbbd9", "torch": "#ef8636"}
     fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.0))
-    labels = [r["config"] for r in results]
-    x = np.arange(len(results))
-    for ax, key, title in ((axes[0], "train_ms", "training step"), (axes[1], "infer_ms", "forward only")):
-        for j, (fw, color) in enumerate((("minivit", "#3b75af"), ("torch", "#ef8636"))):
-            vals = [r[fw][key] for r in results]
-            bars = ax.bar(x + (j - 0.5) * 0.38, vals, 0.38, label=fw, color=color)
-            ax.bar_label(bars, fmt="%.0f", fontsize=7)
-        ax.set_xticks(x, labels)
+    x, width = np.arange(len(results)), 0.76 / len(kinds)
+    for ax, step, title in ((axes[0], "train", "training step"), (axes[1], "infer", "forward only")):
+        for j, kind in enumerate(kinds):
+            vals = np.array([r[kind][f"{step}_ms"] for r in results])
+            lo = vals - [min(r[kind][f"{step}_ms_rounds"]) for r in results]
+            hi = [max(r[kind][f"{step}_ms_rounds"]) for r in results] - vals
+            bars = ax.bar(x + (j - (len(kinds) - 1) / 2) * width, vals, width, yerr=[lo, hi], capsize=2,
+                          label=kind, color=colors[kind])
+            ax.bar_label(bars, fmt="%.0f", fontsize=7, label_type="center")  # the caps: min-max over rounds
+        ax.set_xticks(x, [r["config"] for r in results])
         ax.set_ylabel("ms per step (lower is better)")
         ax.set_title(title, fontsize=10)
-        ax.margins(y=0.15)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", ncol=len(kinds), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
     fig.savefig(path, dpi=100)
 
 
+def describe(kind, p):
+    """One line on how a framework's process was set up."""
+    kernels = f", kernels {'on' if p['kernels'] else 'off'}" if "kernels" in p else ""
+    tuned = (f"tuned (OPENBLAS_THREAD_TIMEOUT {p['openblas_thread_timeout']}, malloc keeps freed memory: "
+             f"{p['malloc_keeps_freed_memory']})" if p["process_tuned"] else "not tuned")
+    return (f"  {kind}: {p['threads']} threads{kernels}, process {tuned}, "
+            f"OMP_WAIT_POLICY {p['omp_wait_policy'] or 'unset'}")
+
+
 def report(info, results):
+    where = "both in one process, step by step" if info["in_process"] else "each in its own process"
     print(f"minivit {info['minivit']} ({info['backend']}) vs torch {info['torch']} ({info['device']}), "
-          f"{info['threads']} threads, median of {info['steps']} steps after {info['warmup']} warm-up, "
-          f"torch attention: {info['torch_attention']}, OMP_WAIT_POLICY {info.get('omp_wait_policy')}")
+          f"{where}: median over {info['rounds']} rounds of each round's median of {info['steps']} steps "
+          f"after {info['warmup']} warm-up, torch attention: {info['torch_attention']}")
+    for kind in kinds_of(results):
+        print(describe(kind, results[0][kind]["process"]))
     pk = info["sgemm_gflops"]
-    print(f"float32 matmul peak: {pk['peak']:.0f} GFLOP/s (numpy/cupy {pk['minivit_array_module']:.0f}, "
-          f"torch {pk['torch']:.0f}); load average before {info['load_avg_before'][0]:.2f}, "
-          f"after {info['load_avg_after'][0]:.2f}")
+    each = ", ".join(f"{k} {v:.0f}" for k, v in pk.items() if k != "peak")
+    print(f"float32 matmul peak: {pk['peak']:.0f} GFLOP/s ({each}); load average before "
+          f"{info['load_avg_before'][0]:.2f}, after {info['load_avg_after'][0]:.2f}")
     print_table(results)
     for r in results:
         print(f"{r['config']}: {r['train_gflop']:.1f} GFLOP per training step, "
@@ -388,8 +551,8 @@ def save(info, results):
 
 
 def main():
-    if ARGS.memory_probe:
-        memory_probe(ARGS.memory_probe, ARGS.config)
+    if ARGS.worker:
+        (memory_probe if ARGS.memory_probe else worker)(ARGS.worker, ARGS.config)
         return
     if ARGS.from_json:  # e.g. one run per config, each in a quiet moment of a shared machine
         runs = []
@@ -400,35 +563,21 @@ def main():
         save(runs[0]["info"] | {"runs": [run["info"] for run in runs]},
              [r for run in runs for r in run["results"]])
         return
-    device = setup_backend(ARGS.backend)
-    import torch
-
-    load_before = os.getloadavg()
-    if device == "cuda":
-        import cupy
-
-        np_peak = sgemm_peak(cupy.matmul, lambda n: cupy.ones((n, n), cupy.float32),
-                             cupy.cuda.Device().synchronize, 8192)
-        t_peak = sgemm_peak(torch.matmul, lambda n: torch.ones(n, n, device="cuda"),
-                            torch.cuda.synchronize, 8192)
-    else:
-        make = lambda n: np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)  # noqa: E731
-        n = 1024 if ARGS.quick else 3072
-        np_peak = sgemm_peak(np.matmul, make, lambda: None, n)
-        t_peak = sgemm_peak(torch.matmul, lambda n: torch.from_numpy(make(n)), lambda: None, n)
-    peak = max(np_peak, t_peak)
+    load_before, peaks = os.getloadavg(), {}
     configs = list(CONFIGS) if ARGS.config == "all" else [ARGS.config]
-    results = [bench_config(c, device, peak) for c in configs]
+    bench = bench_in_process if ARGS.in_process else bench_workers
+    results = []
+    for c in configs:
+        runs, diff = bench(c, peaks)
+        memory = {} if ARGS.no_memory else {k: run_worker(k, c, "--memory-probe")["peak_mib"] for k in runs}
+        results.append(summarize(c, runs, diff, max(peaks.values()), memory))
     info = {
         "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
-        "backend": ARGS.backend, "device": device, "threads": ARGS.threads,
-        "torch_attention": ARGS.torch_attention, "steps": ARGS.steps, "warmup": ARGS.warmup,
-        "numpy": np.__version__, "torch": torch.__version__, "minivit": minivit.__version__,
-        "python": platform.python_version(),
-        "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "malloc_keeps_freed_memory": PROCESS["malloc_keeps_freed_memory"],
-        "sgemm_gflops": {"minivit_array_module": np_peak, "torch": t_peak, "peak": peak},
+        "in_process": ARGS.in_process, "backend": ARGS.backend, "device": DEVICE, "threads": THREADS,
+        "kernels": ARGS.kernels, "torch_attention": ARGS.torch_attention, "rounds": ARGS.rounds,
+        "steps": ARGS.steps, "warmup": ARGS.warmup, "minivit": minivit.__version__, "numpy": np.__version__,
+        "torch": metadata.version("torch"), "python": platform.python_version(),
+        "sgemm_gflops": peaks | {"peak": max(peaks.values())},
         "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
     }
     report(info, results)

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minivit import backend
+
 
 class Attention(nn.Module):
     def __init__(self, dim, num_heads, sdpa):
@@ -68,7 +70,7 @@ class TorchViT(nn.Module):
 
 def load_from_minivit(tmodel, model):
     """Copy a minivit VisionTransformer's parameters into a TorchViT of the same configuration."""
-    sd = {k: np.asarray(v) for k, v in model.state_dict().items()}
+    sd = {k: backend.to_numpy(v) for k, v in model.state_dict().items()}  # NumPy or CuPy
     out = {}
     for name, v in sd.items():
         t = name.replace("cls_token.weight", "cls_token").replace("pos_embed.weight", "pos_embed")

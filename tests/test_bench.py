@@ -1,11 +1,13 @@
 """The benchmark script runs (quick mode) and prints what it promises, so that it cannot rot.
 
 Speed is measured by the benchmark, never asserted here: these tests only check that it runs,
-that minivit and torch computed the same model, and that the numbers it reports are there.
+that minivit and torch computed the same model, that each framework's process was set up as
+promised, and that the numbers it reports are there and consistent.
 """
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -15,39 +17,86 @@ pytest.importorskip("torch")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "bench_step.py")
+SET_BY_THE_BENCHMARK = ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY", "MINIVIT_KERNELS")
 
 
 def run(*args):
+    """The script in a fresh process, without the settings it makes (a tuned test process has them)."""
+    env = {k: v for k, v in os.environ.items() if k not in SET_BY_THE_BENCHMARK}
     return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=600)
+                          env=env, timeout=600)
+
+
+def table_rows(stdout, config):
+    """The printed table's rows of one config, by their framework column."""
+    lines = stdout.splitlines()
+    assert any(line.split()[:2] == ["config", "framework"] for line in lines)
+    return {line.split()[1]: line.split() for line in lines if line.startswith(config + " ")}
 
 
 @pytest.mark.slow
-def test_quick_benchmark_runs_and_reports(tmp_path):
+def test_quick_benchmark_times_each_framework_in_its_own_process(tmp_path):
     out = tmp_path / "bench.json"
-    res = run("--quick", "--json", str(out))
+    res = run("--quick", "--kernels", "both", "--json", str(out))
     assert res.returncode == 0, res.stderr
     data = json.loads(out.read_text())
-    (r,) = data["results"]
+    info, (r,) = data["info"], data["results"]
+    assert not info["in_process"] and info["rounds"] == 1 and info["kernels"] == "both"
+    assert info["threads"] is None  # each framework at its own default
     assert r["config"] == "tiny32" and r["batch"] == 128
-    assert r["logits_max_abs_diff"] < 1e-3  # the same model in both frameworks
+    assert r["logits_max_abs_diff"] < 1e-3  # every minivit worker computed torch's model
     assert abs(r["train_gflop"] - 3 * r["forward_gflop"]) < 1e-6
-    for fw in ("minivit", "torch"):
-        m = r[fw]
+    kinds = ("minivit", "minivit-nokernels", "torch")
+    for kind in kinds:
+        m = r[kind]
         for key in ("train_ms", "infer_ms", "train_img_s", "train_peak_pct", "peak_mem_mib"):
-            assert m[key] > 0, (fw, key)
+            assert m[key] > 0, (kind, key)
+        assert m["train_ms_rounds"] == [m["train_ms"]] and m["infer_ms_rounds"] == [m["infer_ms"]]
         assert abs(m["train_img_s"] - 128 / (m["train_ms"] / 1e3)) < 1e-6 * m["train_img_s"]
-    assert r["train_ratio"] == pytest.approx(r["minivit"]["train_ms"] / r["torch"]["train_ms"])
-    assert data["info"]["sgemm_gflops"]["peak"] > 0
-    # idle threads sleep on both sides: neither framework's workers spin into the other's step
-    assert data["info"]["omp_wait_policy"] == "PASSIVE" and data["info"]["openblas_thread_timeout"] == "4"
-    assert data["info"]["malloc_keeps_freed_memory"] in (True, False)
-    # the printed table: a header, one row per framework and the ratio row
-    lines = res.stdout.splitlines()
-    assert any(line.split()[:2] == ["config", "framework"] for line in lines)
-    rows = {line.split()[1]: line.split() for line in lines if line.startswith("tiny32 ")}
-    assert set(rows) == {"minivit", "torch", "ratio"}
-    assert float(rows["ratio"][2]) == pytest.approx(r["train_ratio"], abs=0.006)
+        assert m["process"]["threads"] >= 1 and m["process"]["omp_wait_policy"] is None
+    ratios = {"train_ratio": "train_ms", "infer_ratio": "infer_ms", "mem_ratio": "peak_mem_mib"}
+    for kind in kinds[:2]:
+        for ratio, key in ratios.items():
+            assert r[kind][ratio] == pytest.approx(r[kind][key] / r["torch"][key])
+    peaks = info["sgemm_gflops"]
+    assert set(peaks) == {*kinds, "peak"} and peaks["peak"] == max(peaks[k] for k in kinds) > 0
+    # minivit's workers tuned as the command line does, kernels as asked; torch's left at its defaults
+    mv, nok, pt = (r[k]["process"] for k in kinds)
+    assert mv["kernels"] is True and nok["kernels"] is False and "kernels" not in pt
+    for p in (mv, nok):
+        assert p["process_tuned"] and p["openblas_thread_timeout"] == "4"
+        assert p["malloc_keeps_freed_memory"] in (True, False)
+    assert not pt["process_tuned"] and pt["openblas_thread_timeout"] is None
+    assert pt["malloc_keeps_freed_memory"] is False
+    # the printed table: a row per framework, a ratio row per minivit kind
+    rows = table_rows(res.stdout, "tiny32")
+    assert set(rows) == {*kinds, "minivit/torch", "minivit-nokernels/torch"}
+    assert float(rows["minivit/torch"][2]) == pytest.approx(r["minivit"]["train_ratio"], abs=0.006)
+    assert float(rows["torch"][2]) == pytest.approx(r["torch"]["train_ms"], abs=0.06)
+
+
+@pytest.mark.slow
+def test_in_process_mode_alternates_in_one_tuned_process(tmp_path):
+    out = tmp_path / "bench.json"
+    res = run("--in-process", "--quick", "--rounds", "2", "--threads", "1", "--kernels", "off",
+              "--no-memory", "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    data = json.loads(out.read_text())
+    info, (r,) = data["info"], data["results"]
+    assert info["in_process"] and info["rounds"] == 2 and info["threads"] == 1
+    assert set(r) >= {"minivit-nokernels", "torch"} and "minivit" not in r
+    assert r["logits_max_abs_diff"] < 1e-3
+    for kind in ("minivit-nokernels", "torch"):
+        m, p = r[kind], r[kind]["process"]
+        # one process for both: tuned, torch's idle threads passive, the thread count given
+        assert p["process_tuned"] and p["omp_wait_policy"] == "PASSIVE" and p["threads"] == 1
+        assert p["openblas_thread_timeout"] == "4"
+        assert len(m["train_ms_rounds"]) == 2 and "peak_mem_mib" not in m
+        assert m["train_ms"] == pytest.approx(statistics.median(m["train_ms_rounds"]))
+    assert r["minivit-nokernels"]["process"]["kernels"] is False
+    assert "mem_ratio" not in r["minivit-nokernels"]
+    rows = table_rows(res.stdout, "tiny32")
+    assert set(rows) == {"minivit-nokernels", "torch", "minivit-nokernels/torch"}
 
 
 def test_cupy_backend_without_a_gpu_fails_clearly():
@@ -60,5 +109,10 @@ def test_cupy_backend_without_a_gpu_fails_clearly():
         pass
     res = run("--backend", "cupy", "--quick", "--no-memory")
     assert res.returncode != 0
-    assert "--backend cupy" in res.stderr and ("CuPy" in res.stderr or "CUDA" in res.stderr)
+    assert "--backend cupy needs CuPy" in res.stderr and "worker failed" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_in_process_cannot_time_kernels_both():
+    res = run("--in-process", "--kernels", "both")
+    assert res.returncode == 2 and "--kernels both needs separate processes" in res.stderr

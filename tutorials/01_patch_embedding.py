@@ -25,6 +25,7 @@ import scipy.signal
 from common import figure_dir, plt, save
 from sklearn.datasets import load_sample_image
 
+from minivit import viz
 from minivit.gradcheck import gradcheck
 from minivit.nn import PatchEmbed, Patchify
 
@@ -65,24 +66,7 @@ assert np.array_equal(x_p[0, 14 * r + c], by_hand)
 print(f"patch ({r}, {c}) is row {14 * r + c} of x_p: identical to slicing it out by hand")
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(9, 4.4))
-axes[0].imshow(crop)
-for k in range(0, 225, P):
-    axes[0].axhline(k - 0.5, color="white", lw=0.6)
-    axes[0].axvline(k - 0.5, color="white", lw=0.6)
-axes[0].add_patch(plt.Rectangle((c * P - 0.5, r * P - 0.5), P, P, fill=False, color="red", lw=2))
-axes[0].set_title(f"224 x 224 image, {H // P} x {W // P} grid of {P} x {P} patches")
-gap = 3  # the patches pulled apart, in reading order
-grid = np.ones((14 * (P + gap), 14 * (P + gap), 3))
-for n in range(196):
-    i, j = divmod(n, 14)
-    patch = x_p[0, n].reshape(C, P, P).transpose(1, 2, 0)  # back to (P, P, C) to show it
-    grid[i * (P + gap):i * (P + gap) + P, j * (P + gap):j * (P + gap) + P] = patch
-axes[1].imshow(grid)
-axes[1].set_title("the same 196 patches, one token each")
-for ax in axes:
-    ax.axis("off")
-save(fig, out, "01_patch_grid")
+save(viz.plot_patches(x[0], P, highlight=(r, c)), out, "01_patch_grid")  # in red: the patch cut above
 
 # %% [markdown]
 # Flattened, the image is a $196 \times 768$ matrix: one row per patch, one column per

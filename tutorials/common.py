@@ -3,7 +3,8 @@
 A chapter calls ``out = figure_dir()`` once and ``save(fig, out, "name")`` per figure. The
 directory is ``tutorials/figures/`` unless the command line says ``--out DIR``. Run as a
 script, matplotlib draws with the Agg backend (PNG files, no window); opened as a notebook it
-keeps the notebook's inline backend, so the figures also show under their cells.
+keeps the notebook's inline backend, so the figures also show under their cells (``save``
+shows the ones that minivit.viz makes without pyplot).
 """
 
 import argparse
@@ -47,5 +48,9 @@ def save(fig, out, name):
     image.save(path, optimize=True)
     if "ipykernel" not in sys.modules:
         plt.close(fig)
+    elif fig.canvas.manager is None:  # a minivit.viz figure, made without pyplot: show it here
+        from IPython.display import display
+
+        display(fig)
     print(f"wrote {path}")
     return path

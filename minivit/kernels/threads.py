@@ -89,10 +89,14 @@ def matmul(a, b, out=None):
     """a @ b for stacks of matrices (..., n, k) @ (..., k, m), ``out`` optional.
 
     On NumPy, stacks of the same leading length are split across the threads, each thread running
-    single-threaded BLAS on its share; anything else is a plain ``matmul``.
+    single-threaded BLAS on its share; anything else is a plain ``matmul``. On CuPy, the GPU's
+    batched matmul, and a given ``out`` (a strided view, in attention) is filled by a copy.
     """
     global _blas
     xp = backend.xp_of(a)
+    if backend.is_cupy(a) and out is not None:
+        out[...] = xp.matmul(a, b)
+        return out
     if a.ndim < 3 or b.ndim != a.ndim or a.shape[0] != b.shape[0] or _slabs(a, 0) == 1:
         return xp.matmul(a, b, out=out)
     if out is None:
