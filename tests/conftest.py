@@ -74,12 +74,6 @@ class Case:
         return module, self.inputs(gen, dtype), self.kwargs()
 
 
-class _TwoTokenViT(VisionTransformer):
-    """A ViT with two prefix tokens (class + distillation), as DeiT's distilled models have."""
-
-    num_prefix_tokens = 2
-
-
 def tiny_vit(dtype=np.float64, cls=VisionTransformer, **kw):
     """A ViT small enough that a gradient check can perturb every entry."""
     config = dict(img_size=4, patch_size=2, in_chans=2, num_classes=3, embed_dim=8, depth=2,
@@ -166,7 +160,7 @@ CASES = [
          tol=1e-5),
     Case("ViT-mean-class", lambda dt: tiny_vit(dt, pool="mean", approximate="tanh", qkv_bias=False),
          _x(B, 2, 4, 4), (B, 3), tol=1e-5),
-    Case("ViT-k2-drop", lambda dt: tiny_vit(dt, cls=_TwoTokenViT, drop_rate=0.2, attn_drop_rate=0.1,
+    Case("ViT-k2-drop", lambda dt: tiny_vit(dt, dist_token=True, drop_rate=0.2, attn_drop_rate=0.1,
                                             drop_path_rate=0.3, seed=3), _x(4, 2, 4, 4), (4, 3), tol=1e-5),
 ]
 

@@ -322,10 +322,11 @@ def test_dtype_honoured_and_default_float32():
     assert create_model("vit_digits").dtype == np.float32
 
 
-def test_subclass_with_two_prefix_tokens():
-    from conftest import _TwoTokenViT
-
-    m = tiny_vit(cls=_TwoTokenViT)
+def test_dist_token_adds_a_second_prefix_token():
+    m = tiny_vit(dist_token=True)
+    assert m.num_prefix_tokens == 2 and tiny_vit().num_prefix_tokens == 1
+    assert tiny_vit(class_token=False, pool="mean").num_prefix_tokens == 0
     assert m.cls_token.weight.shape == (1, 2, 8) and m.pos_embed.weight.shape == (1, 6, 8)
     assert m.forward_features(randn(np.random.default_rng(0), 2, 2, 4, 4)).shape == (2, 6, 8)
-    assert VisionTransformer.num_prefix_tokens == 1
+    with pytest.raises(ValueError, match="dist_token=True needs class_token=True"):
+        tiny_vit(dist_token=True, class_token=False, pool="mean")

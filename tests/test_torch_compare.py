@@ -7,7 +7,7 @@ minivit's W is (D_in, D_out), so the references call F.linear(x, W.T, b).
 
 import numpy as np
 import pytest
-from conftest import _TwoTokenViT, as_tuple, npy, randn, randomize, tiny_vit
+from conftest import as_tuple, npy, randn, randomize, tiny_vit
 
 from minivit import nn
 from minivit.losses import CrossEntropyLoss
@@ -261,7 +261,7 @@ VIT_CONFIGS = {
     "cls": {},
     "mean-noclass": {"pool": "mean", "class_token": False},
     "mean-class-tanh-noqkvbias": {"pool": "mean", "approximate": "tanh", "qkv_bias": False},
-    "two-tokens": {"cls": _TwoTokenViT},
+    "two-tokens": {"dist_token": True},
 }
 
 

@@ -27,15 +27,14 @@ class DistilledVisionTransformer(VisionTransformer):
     sense here: each head reads its own token.
     """
 
-    num_prefix_tokens = 2  # [x_class; x_dist]
-
-    def __init__(self, *args, pool="cls", class_token=True, **kwargs):
-        if pool != "cls" or not class_token:
+    def __init__(self, *args, pool="cls", class_token=True, dist_token=True, **kwargs):
+        if pool != "cls" or not class_token or not dist_token:
             raise ValueError(
-                "DistilledVisionTransformer reads its class and distillation tokens: "
-                f"expected pool='cls' and class_token=True, got pool={pool!r}, class_token={class_token}"
+                "DistilledVisionTransformer reads its class and distillation tokens: expected pool='cls', "
+                f"class_token=True and dist_token=True, got pool={pool!r}, class_token={class_token}, "
+                f"dist_token={dist_token}"
             )
-        super().__init__(*args, pool=pool, class_token=class_token, **kwargs)
+        super().__init__(*args, pool=pool, class_token=True, dist_token=True, **kwargs)
         self.pool = None  # the two heads read tokens 0 and 1 themselves
         self.head_dist = Linear(self.embed_dim, self.num_classes, init=self.weight_init, rng=self.rng,
                                 dtype=self.dtype)

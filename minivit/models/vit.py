@@ -60,18 +60,21 @@ class VisionTransformer(Module):
     weight_init="fan_in" draws the blocks' and the head's Linear layers from U(+-1/sqrt(D_in))
     (PyTorch's default), larger than 0.02 at small D; pos_embed="sincos" replaces the learned
     E_pos by a fixed 2-D sine-cosine table (SinCosPositionEmbedding).
+    dist_token=True adds DeiT's distillation token x_dist after x_class (transformers'
+    DeiTForImageClassification: the token is there, the head reads x_class);
+    DistilledVisionTransformer adds its head. layer_norm_eps: every LayerNorm's eps (1e-6 in
+    timm, 1e-12 in transformers' configs).
     Mean pooling takes LN after pooling (timm's fc_norm); for class-token pooling LN(z_L^0) is
     the same whichever comes first, because LN acts per token.
     Every setting is checked before anything is built: a nonsense one (embed_dim=0, depth=-1,
     drop_rate=1.5, patch_size not dividing img_size, ...) is a ValueError that names it.
     """
 
-    num_prefix_tokens = 1  # class token; DeiT's distilled models have 2
-
     def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000, embed_dim=768,
                  depth=12, num_heads=12, mlp_ratio=4.0, qkv_bias=True, pool="cls", class_token=True,
-                 drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, approximate="none",
-                 weight_init="trunc_normal", pos_embed="learn", dtype=None, seed=0):
+                 dist_token=False, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
+                 approximate="none", layer_norm_eps=1e-6, weight_init="trunc_normal", pos_embed="learn",
+                 dtype=None, seed=0):
         # every setting is checked before anything is built: a ValueError names the setting
         for name, value in [("img_size", img_size), ("patch_size", patch_size), ("in_chans", in_chans),
                             ("num_classes", num_classes), ("embed_dim", embed_dim), ("depth", depth),
@@ -89,7 +92,10 @@ class VisionTransformer(Module):
                             ("drop_path_rate", drop_path_rate)]:
             validate.probability(name, value)
         validate.flag("qkv_bias", qkv_bias)
-        k = self.num_prefix_tokens if validate.flag("class_token", class_token) else 0
+        if validate.flag("dist_token", dist_token) and not validate.flag("class_token", class_token):
+            raise ValueError("dist_token=True needs class_token=True: DeiT's x_dist follows x_class")
+        k = (1 + dist_token) if validate.flag("class_token", class_token) else 0
+        validate.number("layer_norm_eps", layer_norm_eps, 0.0)
         pooling = TokenPool(pool, k)  # checks pool (it has no weights to build)
         validate.choice("approximate", approximate, ("none", "tanh"))
         validate.choice("weight_init", weight_init, Linear.INITS)
@@ -102,6 +108,7 @@ class VisionTransformer(Module):
         self.rng = gen  # shared by dropout and drop-path: one state to save and restore
         self.dtype, self.num_classes, self.embed_dim = dtype, num_classes, embed_dim
         self.img_size, self.in_chans, self.weight_init = img_size, in_chans, weight_init
+        self.num_prefix_tokens = k  # [x_class] (1), [x_class; x_dist] (2) or none (0)
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, rng=gen, dtype=dtype)
         if k:
             self.cls_token = ClassToken(embed_dim, k, rng=gen, dtype=dtype)
@@ -114,11 +121,11 @@ class VisionTransformer(Module):
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear in depth
         self.blocks = ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i],
-                  approximate=approximate, rng=gen, dtype=dtype)
+                  eps=layer_norm_eps, approximate=approximate, rng=gen, dtype=dtype)
             for i in range(depth)
         )
         self.pool = pooling
-        self.norm = LayerNorm(embed_dim, dtype=dtype)
+        self.norm = LayerNorm(embed_dim, eps=layer_norm_eps, dtype=dtype)
         self.head_drop = Dropout(drop_rate, rng=gen)
         self.head = Linear(embed_dim, num_classes, rng=gen, dtype=dtype)
         if weight_init != "trunc_normal":
@@ -173,3 +180,7 @@ for _name, _d, _depth, _heads in [("tiny", 192, 12, 3), ("small", 384, 12, 6),
 DIGITS_CONFIG = dict(img_size=8, patch_size=2, in_chans=1, num_classes=10, embed_dim=64, depth=4,
                      num_heads=4, mlp_ratio=2.0, weight_init="fan_in", pos_embed="sincos")
 register("vit_digits", VisionTransformer, **DIGITS_CONFIG, pool="mean", class_token=False)
+# The same size as the reference ViT reads images: a class token and a learned E_pos. It trains a
+# little worse on digits, but its attention has a class token's row to follow (rollout) and it
+# exports to transformers (save_pretrained), whose ViT has no mean pooling.
+register("vit_digits_cls", VisionTransformer, **{**DIGITS_CONFIG, "pos_embed": "learn"})
