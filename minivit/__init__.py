@@ -10,6 +10,8 @@ __version__ = "0.1.0"
 _NAMES = {  # public name -> the module that defines it, loaded on first use
     "create_model": "models", "list_models": "models",
     "from_pretrained": "pretrained", "save_pretrained": "pretrained",
+    "attention_rollout": "analysis", "mean_attention_distance": "analysis",
+    "pos_embed_similarity": "analysis",
 }
 __all__ = ["backend", "nn", *_NAMES, "__version__"]
 

@@ -1,4 +1,4 @@
-"""The command line: ``python -m minivit train ...`` and ``python -m minivit evaluate ...``.
+"""The command line: ``python -m minivit train | evaluate | predict ...``.
 
 Every failure is one line on stderr, ``minivit: error: ...``, and a non-zero exit status: 2 for
 bad input (flags, files, data), 1 for a run that failed (a diverged loss, an unexpected error).
@@ -39,7 +39,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser():
     p = Parser(prog="python -m minivit",
-               description="Train and evaluate Vision Transformers written from scratch.")
+               description="Train, evaluate and run Vision Transformers written from scratch.")
     sub = p.add_subparsers(dest="command")
 
     d = DEFAULTS
@@ -99,6 +99,16 @@ def build_parser():
                    "a folder (default: next to the checkpoint)")
     e.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
     e.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+
+    r = sub.add_parser("predict", help="classify image files with a checkpoint: top-k labels",
+                       description="Classify image files: the top-k labels with their probabilities.")
+    r.add_argument("images", nargs="+", metavar="IMAGE")
+    r.add_argument("--model", required=True, metavar="PATH",
+                   help="a transformers folder (config.json + model.safetensors) or a minivit "
+                   "checkpoint (.npz)")
+    r.add_argument("--top", type=int, default=5, help="how many labels per image (default 5)")
+    r.add_argument("--explain", metavar="OUT.png", help="also draw each image with its attention rollout")
+    r.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     return p
 
 
@@ -156,6 +166,10 @@ def main(argv=None):
             _select_backend(config["backend"])
             train(config, out, resume=ckpt, stop_after=getattr(args, "stop_after", None),
                   quiet=getattr(args, "quiet", False), overwrite=getattr(args, "overwrite", False))
+        elif args.command == "predict":
+            from .predict import classify, format_results
+
+            print(format_results(classify(args.model, args.images, args.top, args.explain)))
         else:
             _select_backend(args.backend)
             r = evaluate(args.checkpoint, args.dataset, args.data_dir, args.backend, args.plot, args.split)

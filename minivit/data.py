@@ -34,6 +34,15 @@ DATASETS = ("digits", "mnist", "cifar10", "synthetic")
 SPLITS = ("train", "val", "test")
 
 
+LIGHT_ON_DARK = ("digits", "mnist")  # strokes brighter than the ground
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def class_names(name, num_classes):
+    """The label of each class of dataset ``name``: digits for digits and MNIST, CIFAR-10's names."""
+    return list(CIFAR10_CLASSES) if name == "cifar10" else [str(i) for i in range(num_classes)]
+
+
 @dataclass
 class Dataset:
     """Train, validation and test images (N, C, H, W) float32 in [0, 1], labels (N,) int64 in

@@ -8,10 +8,12 @@ work in scripts, tests and on servers alike.
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 
-def _finish(fig, path):
-    fig.tight_layout()
+def _finish(fig, path, tight=True):
+    if tight:
+        fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
@@ -67,76 +69,96 @@ def plot_confusion(cm, path=None, class_names=None, title=None):
 
 
 def _as_hwc(image):
-    """(C, H, W) or (H, W) -> (H, W) or (H, W, 3) for imshow, scaled to [0, 1]."""
+    """(C, H, W) or (H, W) -> (H, W) or (H, W, 3) for imshow, in [0, 1]: an image already in that
+    range is shown as it is, any other (a normalised one) is stretched to it."""
     img = np.asarray(image, dtype=np.float64)
     if img.ndim == 3:
         img = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
     lo, hi = img.min(), img.max()
+    if 0 <= lo and hi <= 1:
+        return img
     return (img - lo) / (hi - lo) if hi > lo else img * 0
 
 
-def plot_patches(image, patch_size, path=None):
-    """The image with its P x P patch grid, and the patches x_p in sequence order (row-major)."""
+def plot_patches(image, patch_size, path=None, highlight=None):
+    """The image with its P x P patch grid, and the same patches pulled apart in sequence order
+    (row-major: patch (r, c) of a grid W/P wide is token r * W/P + c). ``image`` (C, H, W) or
+    (H, W); ``highlight`` (r, c) outlines that patch in red."""
     img = _as_hwc(image)
+    P = patch_size
     H, W = img.shape[:2]
-    gh, gw = H // patch_size, W // patch_size
+    gh, gw = H // P, W // P
     cmap = "gray" if img.ndim == 2 else None
-    fig = Figure(figsize=(9, 4))
-    ax = fig.add_subplot(1, 2, 1)
-    ax.imshow(img, cmap=cmap)
-    for k in range(1, gh):
-        ax.axhline(k * patch_size - 0.5, color="red", lw=1)
-    for k in range(1, gw):
-        ax.axvline(k * patch_size - 0.5, color="red", lw=1)
-    ax.set_title(f"{H}x{W} image, {gh * gw} patches of {patch_size}x{patch_size}")
-    ax.axis("off")
-    sub = fig.add_gridspec(gh, gw, left=0.55, right=0.98, wspace=0.1, hspace=0.3)
+    fig = Figure(figsize=(9, 4.4))
+    grid_ax, tokens_ax = fig.subplots(1, 2)
+    grid_ax.imshow(img, cmap=cmap)
+    for k in range(0, gh * P + 1, P):
+        grid_ax.axhline(k - 0.5, color="white", lw=0.6)
+    for k in range(0, gw * P + 1, P):
+        grid_ax.axvline(k - 0.5, color="white", lw=0.6)
+    if highlight is not None:
+        r, c = highlight
+        grid_ax.add_patch(Rectangle((c * P - 0.5, r * P - 0.5), P, P, fill=False, color="red", lw=2))
+    grid_ax.set_title(f"{H} x {W} image, {gh} x {gw} grid of {P} x {P} patches")
+    step = P + 3  # a patch and 3 pixels of white space: the patches pulled apart
+    apart = np.ones((gh * step, gw * step) + img.shape[2:])
     for i in range(gh):
         for j in range(gw):
-            a = fig.add_subplot(sub[i, j])
-            a.imshow(img[i * patch_size:(i + 1) * patch_size, j * patch_size:(j + 1) * patch_size],
-                     cmap=cmap, vmin=0, vmax=1)
-            a.set_title(str(i * gw + j), fontsize=7)
-            a.axis("off")
-    if path is not None:
-        fig.savefig(path, dpi=110)
-    return fig
+            apart[i * step:i * step + P, j * step:j * step + P] = img[i * P:(i + 1) * P, j * P:(j + 1) * P]
+    tokens_ax.imshow(apart, cmap=cmap, vmin=0, vmax=1)
+    tokens_ax.set_title(f"the same {gh * gw} patches, one token each")
+    grid_ax.axis("off")
+    tokens_ax.axis("off")
+    return _finish(fig, path, tight=False)
 
 
-def plot_attention(image, attn, grid_size, path=None, titles=None):
-    """Attention over the patches drawn on the image: ``attn`` (N',) or (heads, N') weights on
-    the N' = grid_size^2 patch tokens, e.g. the class token's row of the attention matrix."""
-    img = _as_hwc(image)
-    attn = np.atleast_2d(np.asarray(attn, dtype=np.float64))
-    if attn.shape[1] != grid_size * grid_size:
-        raise ValueError(f"attn must have grid_size^2 = {grid_size ** 2} entries per row, "
-                         f"got shape {attn.shape}")
-    n = len(attn) + 1
-    fig = Figure(figsize=(2.6 * n, 2.8))
-    ax = fig.add_subplot(1, n, 1)
-    ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
-    ax.set_title("image")
-    ax.axis("off")
-    H, W = img.shape[:2]
-    for h, a in enumerate(attn):
-        ax = fig.add_subplot(1, n, h + 2)
-        ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
-        ax.imshow(a.reshape(grid_size, grid_size), cmap="inferno", alpha=0.6,
-                  extent=(-0.5, W - 0.5, H - 0.5, -0.5), interpolation="nearest")
-        ax.set_title(titles[h] if titles else f"head {h}")
-        ax.axis("off")
-    return _finish(fig, path)
+def plot_attention(images, maps, grid_size, path=None, titles=None, row_labels=None, cmap="gray"):
+    """Where attention goes, one row per image: the image, then each of its M maps on the
+    grid_size x grid_size patch grid, stretched over the image, with the image's contour at half
+    its range drawn on top in cyan (for a digit: its strokes).
+
+    ``images`` (B, C, H, W); ``maps`` (B, M, N'), N' = grid_size^2: weights on the patch tokens,
+    e.g. what one head reads from each patch, or the attention rollout. ``titles``: one per
+    column, the image column's first; ``row_labels``: one per image; ``cmap``: the images' colour
+    map when they have one channel ("gray_r" for dark ink on white)."""
+    imgs = [_as_hwc(image) for image in images]
+    maps = np.asarray(maps, dtype=np.float64)
+    if maps.ndim != 3 or len(maps) != len(imgs) or maps.shape[2] != grid_size * grid_size:
+        raise ValueError(f"maps must be (B={len(imgs)}, M, grid_size^2={grid_size ** 2}), "
+                         f"got shape {maps.shape}")
+    B, M = maps.shape[:2]
+    titles = titles if titles is not None else ["image"] + [f"map {j + 1}" for j in range(M)]
+    if len(titles) != M + 1:
+        raise ValueError(f"titles must name the image column and the {M} maps, got {len(titles)}")
+    fig = Figure(figsize=(1.5 * (M + 1), 1.5 * B))
+    axes = fig.subplots(B, M + 1, squeeze=False)
+    for i, img in enumerate(imgs):
+        H, W = img.shape[:2]
+        axes[i, 0].imshow(img, cmap=cmap if img.ndim == 2 else None)
+        if row_labels is not None:
+            axes[i, 0].set_ylabel(row_labels[i], rotation=0, labelpad=22)
+        outline = img if img.ndim == 2 else img.mean(axis=2)
+        for j, a in enumerate(maps[i]):
+            ax = axes[i, j + 1]
+            ax.imshow(a.reshape(grid_size, grid_size), cmap="inferno", interpolation="nearest",
+                      extent=(-0.5, W - 0.5, H - 0.5, -0.5))  # one square per patch
+            ax.contour(outline, levels=[0.5], colors="cyan", linewidths=1)
+    for ax, title in zip(axes[0], titles, strict=True):
+        ax.set_title(title, fontsize=8)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _finish(fig, path, tight=False)
 
 
-def plot_pos_embed_similarity(pos_embed, grid_size, path=None):
+def plot_pos_embed_similarity(sim, grid_size, path=None):
     """Cosine similarity of each patch's position embedding with every other (ViT's Figure 7):
     tile (i, j) shows how similar position (i, j) is to all positions of the grid.
-    ``pos_embed`` (N', D) holds the patch positions only (drop class/distillation tokens first)."""
-    e = np.asarray(pos_embed, dtype=np.float64)
-    if e.shape[0] != grid_size * grid_size:
-        raise ValueError(f"pos_embed must be (grid_size^2 = {grid_size ** 2}, D), got shape {e.shape}")
-    e = e / np.linalg.norm(e, axis=1, keepdims=True)
-    sim = e @ e.T  # (N', N')
+    ``sim`` (N', N'), N' = grid_size^2: ``minivit.analysis.pos_embed_similarity(model)``."""
+    sim = np.asarray(sim, dtype=np.float64)
+    if sim.shape != (grid_size * grid_size,) * 2:
+        raise ValueError(f"sim must be (grid_size^2, grid_size^2) = ({grid_size ** 2}, {grid_size ** 2}), "
+                         f"got shape {sim.shape}")
     fig = Figure(figsize=(1.0 * grid_size + 1, 1.0 * grid_size))
     grid = fig.add_gridspec(grid_size, grid_size, wspace=0.05, hspace=0.05, right=0.85)
     for p in range(grid_size * grid_size):
@@ -145,6 +167,25 @@ def plot_pos_embed_similarity(pos_embed, grid_size, path=None):
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(im, cax=fig.add_axes([0.88, 0.15, 0.03, 0.7]), label="cosine similarity")
-    if path is not None:
-        fig.savefig(path, dpi=110)
-    return fig
+    return _finish(fig, path, tight=False)
+
+
+def plot_attention_distance(dist, patch_size=None, path=None):
+    """Mean attention distance of every head, per block (ViT's Figure 7, right): ``dist``
+    (depth, heads) in pixels, ``minivit.analysis.mean_attention_distance(model, x)``."""
+    dist = np.asarray(dist, dtype=np.float64)
+    if dist.ndim != 2:
+        raise ValueError(f"dist must be (depth, heads), got shape {dist.shape}")
+    depth, heads = dist.shape
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.add_subplot(1, 1, 1)
+    for h in range(heads):
+        ax.scatter(np.arange(1, depth + 1), dist[:, h], s=18, label=f"head {h + 1}")
+    ax.set_xlabel("block (network depth)")
+    ax.set_ylabel("mean attention distance (pixels)")
+    ax.set_xticks(np.arange(1, depth + 1))
+    title = "how far each head looks"
+    ax.set_title(title + (f" ({patch_size} px patches)" if patch_size else ""))
+    if heads <= 8:
+        ax.legend(fontsize=7, ncol=2)
+    return _finish(fig, path)

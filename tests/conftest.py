@@ -82,6 +82,29 @@ def tiny_vit(dtype=np.float64, cls=VisionTransformer, **kw):
     return cls(**config)
 
 
+def hf_model(arch="ViTForImageClassification", dtype="float32", seed=0, **config):
+    """A transformers model (torch and transformers needed) with every weight random (LayerNorm
+    gains and biases too, so that a swapped pair shows), in eval mode. SDPA attention: the eager
+    one takes its softmax in float32 even in a double model."""
+    import torch
+    import transformers
+
+    settings = dict(image_size=32, patch_size=8, num_channels=3, hidden_size=48, num_hidden_layers=2,
+                    num_attention_heads=3, intermediate_size=96, num_labels=5)
+    settings.update(config)
+    config_class = transformers.DeiTConfig if arch.startswith("DeiT") else transformers.ViTConfig
+    cfg = config_class(**settings, attn_implementation="sdpa")
+    cfg.id2label = {i: f"class {i}" for i in range(cfg.num_labels)}
+    cfg.label2id = {v: k for k, v in cfg.id2label.items()}
+    torch.manual_seed(seed)
+    model = getattr(transformers, arch)(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn(p.shape) * (0.5 if "layernorm" in name else 0.1)
+                    + (1.0 if "layernorm" in name and name.endswith("weight") else 0.0))
+    return model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype).eval()
+
+
 def _bool_mask():
     # every query row keeps at least one key, else softmax of an all -inf row is undefined
     m = np.random.default_rng(7).random((2, 1, 3, 5)) > 0.4

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import hf_model
 from safetensors.numpy import load_file, save_file
 
 from minivit import create_model
@@ -18,26 +19,6 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 BARS = {"float32": 1e-4, "float64": 1e-9}  # of the largest |logit|
-
-
-def hf_model(arch="ViTForImageClassification", dtype=torch.float32, seed=0, **config):
-    """A transformers model with every weight random (LayerNorm gains and biases too, so that a
-    swapped pair shows), in eval mode. SDPA attention: the eager one takes its softmax in
-    float32 even in a double model."""
-    settings = dict(image_size=32, patch_size=8, num_channels=3, hidden_size=48, num_hidden_layers=2,
-                    num_attention_heads=3, intermediate_size=96, num_labels=5)
-    settings.update(config)
-    config_class = transformers.DeiTConfig if arch.startswith("DeiT") else transformers.ViTConfig
-    cfg = config_class(**settings, attn_implementation="sdpa")
-    cfg.id2label = {i: f"class {i}" for i in range(cfg.num_labels)}
-    cfg.label2id = {v: k for k, v in cfg.id2label.items()}
-    torch.manual_seed(seed)
-    model = getattr(transformers, arch)(cfg)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(torch.randn(p.shape) * (0.5 if "layernorm" in name else 0.1)
-                    + (1.0 if "layernorm" in name and name.endswith("weight") else 0.0))
-    return model.to(dtype).eval()
 
 
 def images(n=2, size=32, channels=3, seed=1):

@@ -236,10 +236,8 @@ print("validation accuracy, epochs 1-6, vit_digits:              ", np.round(his
 # pair of codes is quite similar; the few fast frequencies make neighbours the most similar.
 
 # %%
-pos = model.pos_embed.table[0]  # (N', D): vit_digits has no class token
-save(viz.plot_pos_embed_similarity(pos, grid_size=4), out, "06_pos_embed_similarity")
-e = pos / np.linalg.norm(pos, axis=1, keepdims=True)
-sim = e @ e.T
+sim = minivit.pos_embed_similarity(model)  # (N', N')
+save(viz.plot_pos_embed_similarity(sim, grid_size=4), out, "06_pos_embed_similarity")
 rows, cols = np.divmod(np.arange(16), 4)
 near = (np.abs(rows[:, None] - rows[None]) + np.abs(cols[:, None] - cols[None])) == 1
 print(f"mean cosine similarity of grid neighbours {sim[near].mean():+.2f}, "
@@ -261,27 +259,14 @@ x_test, y_test = next(data.batches(ds, "test", 8))  # the first eight test digit
 pred = model.forward(x_test).argmax(axis=1)
 attn = [blk.attn.attn_probs for blk in model.blocks]  # each (8, h, 16, 16)
 read = attn[-1].mean(axis=2)  # (8, h, 16): column means of the last block's A
-rollout = np.broadcast_to(np.eye(16), (8, 16, 16))
-for A in attn:
-    R = 0.5 * A.mean(axis=1) + 0.5 * np.eye(16)
-    rollout = (R / R.sum(axis=2, keepdims=True)) @ rollout
-rollout = rollout.mean(axis=1)  # (8, 16): averaged over the queries, as the mean pooling does
+# without a class token, minivit.attention_rollout averages the rows over the queries, as the
+# mean pooling does
+rollout = minivit.attention_rollout(model, x_test).reshape(8, 16)
 
 heads = read.shape[1]
-maps = [read[:, j] for j in range(heads)] + [rollout]  # each (8, 16)
+maps = np.concatenate([read, rollout[:, None]], axis=1)  # (8, h + 1, 16): the heads, then the rollout
 titles = [f"last block, head {j + 1}" for j in range(heads)] + ["rollout, all blocks"]
-fig, axes = plt.subplots(len(x_test), heads + 2, figsize=(1.5 * (heads + 2), 1.5 * len(x_test)))
-for i in range(len(x_test)):
-    digit = ds.x_test[i, 0]  # (8, 8), before normalisation
-    axes[i, 0].imshow(digit, cmap="gray_r")
-    axes[i, 0].set_ylabel(f"{y_test[i]} -> {pred[i]}", rotation=0, labelpad=22)
-    for j, m in enumerate(maps):
-        axes[i, j + 1].imshow(np.kron(m[i].reshape(4, 4), np.ones((2, 2))), cmap="inferno")  # a patch: 2x2 px
-        axes[i, j + 1].contour(digit, levels=[0.5], colors="cyan", linewidths=1)  # the strokes
-        if i == 0:
-            axes[i, j + 1].set_title(titles[j], fontsize=8)
-axes[0, 0].set_title("label -> predicted", fontsize=8)
-for ax in axes.ravel():
-    ax.set_xticks([])
-    ax.set_yticks([])
+labels = [f"{label} -> {guess}" for label, guess in zip(y_test, pred, strict=True)]
+fig = viz.plot_attention(ds.x_test[:8], maps, grid_size=4, titles=["label -> predicted"] + titles,
+                         row_labels=labels, cmap="gray_r")  # the digits before normalisation
 save(fig, out, "06_attention_maps")
