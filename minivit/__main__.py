@@ -1,4 +1,4 @@
-"""The command line: ``python -m minivit train | evaluate | predict ...``.
+"""The command line: ``python -m minivit train | evaluate | predict | analyze ...``.
 
 Every failure is one line on stderr, ``minivit: error: ...``, and a non-zero exit status: 2 for
 bad input (flags, files, data), 1 for a run that failed (a diverged loss, an unexpected error).
@@ -109,6 +109,15 @@ def build_parser():
     r.add_argument("--top", type=int, default=5, help="how many labels per image (default 5)")
     r.add_argument("--explain", metavar="OUT.png", help="also draw each image with its attention rollout")
     r.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+
+    a = sub.add_parser("analyze", help="attention rollout, attention distance and E_pos similarity figures",
+                       description="Look inside a checkpoint: writes rollout.png, attention_distance.png "
+                       "and pos_embed_similarity.png into --out.")
+    a.add_argument("images", nargs="+", metavar="IMAGE")
+    a.add_argument("--model", required=True, metavar="PATH",
+                   help="a transformers folder or a minivit checkpoint (.npz)")
+    a.add_argument("--out", required=True, metavar="DIR", help="folder for the three figures")
+    a.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     return p
 
 
@@ -170,6 +179,10 @@ def main(argv=None):
             from .predict import classify, format_results
 
             print(format_results(classify(args.model, args.images, args.top, args.explain)))
+        elif args.command == "analyze":
+            from .predict import analyze
+
+            print("wrote " + ", ".join(analyze(args.model, args.images, args.out)))
         else:
             _select_backend(args.backend)
             r = evaluate(args.checkpoint, args.dataset, args.data_dir, args.backend, args.plot, args.split)

@@ -1,5 +1,6 @@
 """python -m minivit predict: top-k labels of image files from a transformers folder (the same
-as transformers' own prediction) or a minivit checkpoint, the rollout figure, clear errors."""
+as transformers' own prediction) or a minivit checkpoint, the rollout figure, clear errors; and
+python -m minivit analyze, the three analysis figures."""
 
 import numpy as np
 import pytest
@@ -94,3 +95,15 @@ def test_bad_paths_are_one_line(digits_run, tmp_path, capsys):
         assert main(["predict", *images, "--model", model]) == 2
         err = capsys.readouterr().err
         assert err.startswith("minivit: error: ") and message in err, err
+
+
+def test_analyze_writes_the_three_figures_and_never_overwrites(digits_run, tmp_path, capsys):
+    img = digit_image(tmp_path / "one.png")
+    out = tmp_path / "figures"
+    assert main(["analyze", img, "--model", str(digits_run / "best.npz"), "--out", str(out)]) == 0
+    names = ("rollout.png", "attention_distance.png", "pos_embed_similarity.png")
+    assert all((out / n).read_bytes()[:4] == b"\x89PNG" for n in names)
+    before = (out / "rollout.png").read_bytes()
+    assert main(["analyze", img, "--model", str(digits_run / "best.npz"), "--out", str(out)]) == 2
+    assert "already holds rollout.png" in capsys.readouterr().err
+    assert (out / "rollout.png").read_bytes() == before
