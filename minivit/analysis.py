@@ -33,18 +33,17 @@ def _grid(model):
 def attention_rollout(model, x, head_fusion="mean", discard_ratio=0.0):
     """Attention rollout (Abnar & Zuidema, 2020): how much each patch reaches the class token.
 
-    Per block l: fuse the heads, F_l = mean, max or min over h of A_l (N x N); optionally zero
-    the smallest ``discard_ratio`` of F_l's entries (never F_l[0, 0], the class token's attention
-    to itself, as the widely used reference implementation keeps it); add the residual path and
-    renormalise the rows, A'_l = rownorm(F_l / 2 + I / 2); then R = A'_L ... A'_1. Returns the
-    class token's row of R over the patch tokens, R[0, k:], as (B, grid_h, grid_w), not
-    renormalised. A model without a class token (mean pooling) reads every patch token: the
-    mean of R's rows over the patch tokens, as its pooling does.
+    Per block l, from A_l (B, h, N, N): fuse the heads, F_l = mean, max or min over h (B, N, N);
+    optionally zero the n = floor(discard_ratio * N^2) smallest entries of each image's F_l,
+    except F_l[0, 0], the class token's attention to itself, which is kept when it is among them
+    (then n - 1 are zeroed), as the widely used reference implementation does; add the residual
+    path and renormalise the rows, A'_l = rownorm(F_l / 2 + I / 2); then R = A'_L ... A'_1.
+    Returns the class token's row of R over the patch tokens, R[0, k:], as (B, grid_h, grid_w),
+    not renormalised. A model without a class token (mean pooling, k = 0) has no such row: it
+    returns the mean of R's rows, as its pooling reads every patch token, and spares no entry.
     """
     validate.choice("head_fusion", head_fusion, tuple(HEAD_FUSIONS))
-    validate.number("discard_ratio", discard_ratio, 0.0)
-    if discard_ratio >= 1.0:
-        raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
+    validate.probability("discard_ratio", discard_ratio)
     k = model.num_prefix_tokens
     attn = attention_probs(model, x)
     B, _, N, _ = attn[0].shape
@@ -54,11 +53,10 @@ def attention_rollout(model, x, head_fusion="mean", discard_ratio=0.0):
         F = HEAD_FUSIONS[head_fusion](A, axis=1)  # (B, N, N)
         n = int(N * N * discard_ratio)
         if n:
-            flat = F.reshape(B, N * N).copy()
-            key = flat.copy()
+            flat = F.reshape(B, N * N).copy()  # (B, N^2)
+            np.put_along_axis(flat, np.argsort(flat, axis=1, kind="stable")[:, :n], 0.0, axis=1)
             if k:
-                key[:, 0] = np.inf  # F[0, 0] is never dropped
-            np.put_along_axis(flat, np.argsort(key, axis=1, kind="stable")[:, :n], 0.0, axis=1)
+                flat[:, 0] = F[:, 0, 0]  # F[0, 0] is never dropped
             F = flat.reshape(B, N, N)
         A_res = 0.5 * F + 0.5 * eye
         R = (A_res / A_res.sum(axis=-1, keepdims=True)) @ R  # A'_l R
@@ -79,9 +77,11 @@ def mean_attention_distance(model, x):
 
         dist_lh = mean over images b and query patches i of sum_j A_lh[b, i, j] d_ij,
 
-    i and j over the patch tokens only, d_ij the distance between the centres of patches i and j
-    in pixels. A is not renormalised over the patches: what a patch gives the class token counts
-    as no distance, as in the common reference implementations. Returns (depth, heads).
+    A_lh (B, N, N) block l's head h; i and j over the N' patch tokens only (the prefix tokens'
+    rows and columns are dropped); d_ij (N', N') the distance between the centres of patches i
+    and j in pixels. A is not renormalised over the patches: the share a patch gives the prefix
+    tokens counts as no distance, as in the common reference implementations. Returns
+    (depth, heads).
     """
     k, d = model.num_prefix_tokens, patch_distances(model)
     return np.stack([(A[:, :, k:, k:] * d).sum(axis=-1).mean(axis=(0, 2))  # (h,) per block

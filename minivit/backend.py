@@ -7,6 +7,8 @@ minivit's layers never import numpy or cupy directly. They ask this module:
 * ``xp()`` -- the array module currently selected, for creating new arrays;
 * ``erf(x)`` and ``normal_cdf(x)`` -- the error function and the normal CDF, which neither
   array module has;
+* ``scatter_add(a, index, values)`` -- the backward of a gather, which the two modules spell
+  differently;
 * ``rng(seed)`` -- a seeded ``numpy.random.Generator``. All randomness (initialisation, dropout,
   augmentation) is drawn on the host from such a generator and then moved to the device, so a
   seed gives the same numbers on NumPy and on CuPy, and a generator's state can be saved as text.
@@ -140,6 +142,19 @@ def zeros(shape, dtype=None):
 
 def ones(shape, dtype=None):
     return _state["xp"].ones(shape, dtype=resolve_dtype(dtype))
+
+
+# ----------------------------------------------------------------------------- scatter-add
+
+def scatter_add(a, index, values):
+    """a[index[i]] += values[i] for every i, repeated indices adding up (a gather's backward):
+    ``np.add.at`` on NumPy, ``cupyx.scatter_add`` on CuPy; in place."""
+    if is_cupy(a):
+        import cupyx
+
+        cupyx.scatter_add(a, index, values)
+    else:
+        np.add.at(a, index, values)
 
 
 # ----------------------------------------------------------------------------- special functions

@@ -15,7 +15,7 @@ def _finish(fig, path, tight=True):
     if tight:
         fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, bbox_inches="tight")  # labels outside the axes are kept
     return fig
 
 
@@ -112,15 +112,18 @@ def plot_patches(image, patch_size, path=None, highlight=None):
     return _finish(fig, path, tight=False)
 
 
-def plot_attention(images, maps, grid_size, path=None, titles=None, row_labels=None, cmap="gray"):
+def plot_attention(images, maps, grid_size, path=None, titles=None, row_labels=None, cmap="gray",
+                   overlay=False, label="weight"):
     """Where attention goes, one row per image: the image, then each of its M maps on the
-    grid_size x grid_size patch grid, stretched over the image, with the image's contour at half
-    its range drawn on top in cyan (for a digit: its strokes).
+    grid_size x grid_size patch grid, stretched over the image (one square per patch). With
+    ``overlay=False`` the image's contour at half its range is drawn on the map in cyan (for a
+    digit: its strokes); with ``overlay=True`` the map is blended over the image (for a photo).
+    Each map column has one colour scale, its range over the images, in the colour bar under it.
 
     ``images`` (B, C, H, W); ``maps`` (B, M, N'), N' = grid_size^2: weights on the patch tokens,
     e.g. what one head reads from each patch, or the attention rollout. ``titles``: one per
     column, the image column's first; ``row_labels``: one per image; ``cmap``: the images' colour
-    map when they have one channel ("gray_r" for dark ink on white)."""
+    map when they have one channel ("gray_r" for dark ink on white); ``label``: the colour bars'."""
     imgs = [_as_hwc(image) for image in images]
     maps = np.asarray(maps, dtype=np.float64)
     if maps.ndim != 3 or len(maps) != len(imgs) or maps.shape[2] != grid_size * grid_size:
@@ -130,24 +133,39 @@ def plot_attention(images, maps, grid_size, path=None, titles=None, row_labels=N
     titles = titles if titles is not None else ["image"] + [f"map {j + 1}" for j in range(M)]
     if len(titles) != M + 1:
         raise ValueError(f"titles must name the image column and the {M} maps, got {len(titles)}")
-    fig = Figure(figsize=(1.5 * (M + 1), 1.5 * B))
+    height = 1.5 * B + 0.9  # inches: the rows, then 0.9 at the bottom for the colour bars
+    fig = Figure(figsize=(1.5 * (M + 1), height))
     axes = fig.subplots(B, M + 1, squeeze=False)
+    fig.subplots_adjust(bottom=0.9 / height, top=1 - 0.3 / height)
+    lo, hi = maps.min(axis=(0, 2)), maps.max(axis=(0, 2))  # (M,) each column's colour scale
+    shown = []
     for i, img in enumerate(imgs):
         H, W = img.shape[:2]
-        axes[i, 0].imshow(img, cmap=cmap if img.ndim == 2 else None)
+        img_cmap = cmap if img.ndim == 2 else None
+        axes[i, 0].imshow(img, cmap=img_cmap)
         if row_labels is not None:
             axes[i, 0].set_ylabel(row_labels[i], rotation=0, labelpad=22)
         outline = img if img.ndim == 2 else img.mean(axis=2)
         for j, a in enumerate(maps[i]):
             ax = axes[i, j + 1]
-            ax.imshow(a.reshape(grid_size, grid_size), cmap="inferno", interpolation="nearest",
-                      extent=(-0.5, W - 0.5, H - 0.5, -0.5))  # one square per patch
-            ax.contour(outline, levels=[0.5], colors="cyan", linewidths=1)
+            if overlay:
+                ax.imshow(img, cmap=img_cmap)
+            shown.append(ax.imshow(a.reshape(grid_size, grid_size), cmap="inferno", interpolation="nearest",
+                                   vmin=lo[j], vmax=hi[j], alpha=0.6 if overlay else None,
+                                   extent=(-0.5, W - 0.5, H - 0.5, -0.5)))  # one square per patch
+            if not overlay:
+                ax.contour(outline, levels=[0.5], colors="cyan", linewidths=1)
     for ax, title in zip(axes[0], titles, strict=True):
         ax.set_title(title, fontsize=8)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
+    for ax, im in zip(axes[-1, 1:], shown[-M:], strict=True):  # under the last row's maps
+        box = ax.get_position()
+        bar = fig.colorbar(im, orientation="horizontal",
+                           cax=fig.add_axes([box.x0, 0.55 / height, box.width, 0.08 / height]))
+        bar.set_label(label, fontsize=7)
+        bar.ax.tick_params(labelsize=6)
     return _finish(fig, path, tight=False)
 
 
@@ -167,6 +185,9 @@ def plot_pos_embed_similarity(sim, grid_size, path=None):
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(im, cax=fig.add_axes([0.88, 0.15, 0.03, 0.7]), label="cosine similarity")
+    fig.suptitle("position-embedding similarity", x=0.45)
+    fig.supxlabel("input patch column", x=0.45)
+    fig.supylabel("input patch row")
     return _finish(fig, path, tight=False)
 
 

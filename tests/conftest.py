@@ -33,7 +33,9 @@ def randomize(module, gen, scale=0.5):
 def as_tuple(x):
     """What backward returned, as a tuple of the gradients of the inputs that were given (an
     optional input not given gets None, which is dropped: see the Module docstring)."""
-    return tuple(g for g in x if g is not None) if isinstance(x, (tuple, list)) else (x,)
+    if isinstance(x, (tuple, list)):
+        return tuple(g for g in x if g is not None)
+    return () if x is None else (x,)  # None: a layer without inputs (RelativePositionBias)
 
 
 def snapshot(module):
@@ -174,6 +176,11 @@ CASES = [
     Case("Sequential",
          lambda dt: nn.Sequential(nn.Linear(6, 10, dtype=dt), nn.GELU(), nn.Linear(10, 4, dtype=dt)),
          _x(B, 3, 6), (B, 3, 4)),
+    Case("WindowPartition", lambda dt: nn.WindowPartition(2), _x(B, 4, 6, 3), (B * 6, 4, 3)),
+    Case("CyclicShift", lambda dt: nn.CyclicShift(1), _x(B, 4, 6, 3), (B, 4, 6, 3)),
+    Case("RelativePositionBias", lambda dt: nn.RelativePositionBias(3, 2, dtype=dt), lambda g, dt: (),
+         (2, 9, 9)),
+    Case("PatchMerging", lambda dt: nn.PatchMerging(3, dtype=dt), _x(B, 4, 6, 3), (B, 2, 3, 6)),
     Case("TokenPool-cls", lambda dt: _pool("cls", 1), _x(B, 5, 6), (B, 6)),
     Case("TokenPool-mean", lambda dt: _pool("mean", 1), _x(B, 5, 6), (B, 6)),
     Case("TokenPool-mean-k0", lambda dt: _pool("mean", 0), _x(B, 5, 6), (B, 6)),

@@ -168,6 +168,13 @@ def get_array_module(*args):
     return sys.modules[__name__] if any(isinstance(a, ndarray) for a in args) else np
 
 
+def _scatter_add(a, index, values):
+    """cupyx.scatter_add: a[index] += values with repeats adding up; device arrays only."""
+    if not all(isinstance(v, ndarray) for v in (a, index, values)):
+        raise TypeError("Unsupported type: cupyx.scatter_add takes device arrays")
+    np.add.at(a._a, index._a, values._a)
+
+
 class _Device:
     def __init__(self, device=0):
         self.id = device
@@ -187,6 +194,7 @@ def install(monkeypatch):
     cupyx_scipy.special = special
     cupyx = types.ModuleType("cupyx")
     cupyx.scipy = cupyx_scipy
+    cupyx.scatter_add = _scatter_add
     cupy = sys.modules[__name__]
     for name, module in [("cupy", cupy), ("cupyx", cupyx), ("cupyx.scipy", cupyx_scipy),
                          ("cupyx.scipy.special", special)]:

@@ -44,19 +44,33 @@ def test_plot_patches_pulls_the_patches_apart_in_token_order(tmp_path):
 def test_plot_attention_draws_each_map_on_the_patch_grid():
     rng = np.random.default_rng(1)
     images, maps = rng.random((2, 1, 8, 8)), rng.random((2, 3, 16))
-    fig = viz.plot_attention(images, maps, grid_size=4, row_labels=["a", "b"])
-    axes = np.array(fig.axes).reshape(2, 4)
+    fig = viz.plot_attention(images, maps, grid_size=4, row_labels=["a", "b"], label="share")
+    axes, bars = np.array(fig.axes[:8]).reshape(2, 4), fig.axes[8:]
     assert [ax.get_title() for ax in axes[0]] == ["image", "map 1", "map 2", "map 3"]
     assert [ax.get_ylabel() for ax in axes[:, 0]] == ["a", "b"]
     for i in range(2):
         for j in range(3):
-            shown = axes[i, j + 1].images[0]
+            (shown,) = axes[i, j + 1].images
             assert np.array_equal(shown.get_array(), maps[i, j].reshape(4, 4))
             assert shown.get_extent() == [-0.5, 7.5, 7.5, -0.5]  # one square per 2 x 2 pixel patch
+            assert shown.get_clim() == (maps[:, j].min(), maps[:, j].max())  # one scale per column
+            assert len(axes[i, j + 1].collections) == 1  # the image's contour
+    assert len(bars) == 3 and all(bar.get_xlabel() == "share" for bar in bars)  # a colour bar per map
     assert np.array_equal(axes[1, 0].images[0].get_array(), images[1, 0])  # in [0, 1]: as it is
     stretched = viz.plot_attention(4 * images - 1, maps, grid_size=4).axes[0].images[0].get_array()
     lo, hi = images[0].min(), images[0].max()
     assert np.allclose(stretched, (images[0, 0] - lo) / (hi - lo))  # normalised: stretched to [0, 1]
+
+
+def test_plot_attention_overlay_blends_the_map_over_the_image(tmp_path):
+    rng = np.random.default_rng(4)
+    images, maps = rng.random((1, 3, 8, 8)), rng.random((1, 1, 16))
+    fig = viz.plot_attention(images, maps, grid_size=4, overlay=True, path=tmp_path / "rollout.png")
+    photo, heat = fig.axes[1].images
+    assert np.array_equal(photo.get_array(), images[0].transpose(1, 2, 0))
+    assert np.array_equal(heat.get_array(), maps[0, 0].reshape(4, 4)) and heat.get_alpha() == 0.6
+    assert not fig.axes[1].collections  # no contour on a photo
+    assert (tmp_path / "rollout.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 9), (1, 3, 16), (2, 16)])
@@ -74,6 +88,8 @@ def test_pos_embed_similarity_tiles_are_rows_of_the_similarity():
     e = np.random.default_rng(2).standard_normal((9, 5))
     u = e / np.linalg.norm(e, axis=1, keepdims=True)
     fig = viz.plot_pos_embed_similarity(u @ u.T, grid_size=3)
+    assert fig.get_suptitle() and fig.get_supxlabel() == "input patch column"
+    assert fig.get_supylabel() == "input patch row" and fig.axes[9].get_ylabel() == "cosine similarity"
     for p in range(9):
         assert np.allclose(fig.axes[p].images[0].get_array(), (u @ u[p]).reshape(3, 3))
     with pytest.raises(ValueError, match="grid_size"):

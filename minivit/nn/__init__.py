@@ -9,10 +9,20 @@ from .mlp import MLP
 from .module import Module, ModuleList, Parameter, Sequential
 from .norm import LayerNorm
 from .regularize import Dropout, DropPath
+from .window import (
+    CyclicShift,
+    PatchMerging,
+    RelativePositionBias,
+    WindowPartition,
+    relative_position_index,
+    shift_window_mask,
+    window_reverse,
+)
 
 __all__ = [
-    "Block", "ClassToken", "Dropout", "DropPath", "GELU", "LayerNorm", "Linear", "MLP", "Module",
-    "ModuleList", "MultiHeadSelfAttention", "Parameter", "PatchEmbed", "Patchify",
-    "PositionEmbedding", "ScaledDotProductAttention", "Sequential", "SinCosPositionEmbedding", "Softmax",
-    "log_softmax", "softmax", "softmax_backward", "sum_to_shape",
+    "Block", "ClassToken", "CyclicShift", "Dropout", "DropPath", "GELU", "LayerNorm", "Linear",
+    "log_softmax", "MLP", "Module", "ModuleList", "MultiHeadSelfAttention", "Parameter", "PatchEmbed",
+    "Patchify", "PatchMerging", "PositionEmbedding", "relative_position_index", "RelativePositionBias",
+    "ScaledDotProductAttention", "Sequential", "shift_window_mask", "SinCosPositionEmbedding", "Softmax",
+    "softmax", "softmax_backward", "sum_to_shape", "window_reverse", "WindowPartition",
 ]
