@@ -114,7 +114,8 @@ def hf_key_map(model, prefix):
     for ours, theirs in heads:
         entries += [(f"{ours}.weight", [f"{theirs}.weight"], "T"),
                     (f"{ours}.bias", [f"{theirs}.bias"], "copy")]
-    return [entry for entry in entries if entry[0] in _arrays(model)]  # e.g. no qkv bias
+    present = _arrays(model)
+    return [entry for entry in entries if entry[0] in present]  # e.g. no qkv bias
 
 
 def timm_key_map(model):
