@@ -1,15 +1,17 @@
-"""Time one ViT training step in minivit and in PyTorch eager, each as a user runs it.
+"""Time one ViT, Swin or CvT training step in minivit and in PyTorch eager, each as a user runs it.
 
-    python benchmarks/bench_step.py                   # both configs, CPU, 3 rounds
-    python benchmarks/bench_step.py --config ti224 --steps 20 --rounds 5
+    python benchmarks/bench_step.py                   # all six configs, CPU, 3 rounds
+    python benchmarks/bench_step.py --config swin224 --steps 20 --rounds 5
     python benchmarks/bench_step.py --kernels both    # minivit with and without its kernels
     python benchmarks/bench_step.py --quick           # CI: tiny32, one round of one timed step
     python benchmarks/bench_step.py --in-process      # both in one process, step by step
     python benchmarks/bench_step.py --backend cupy    # minivit on CuPy against torch on CUDA
 
 A training step is forward, cross-entropy loss, backward and an AdamW update, in float32. Both
-frameworks run the same ViT from the same weights on the same batch; forward-only (inference)
-steps are timed the same way.
+frameworks run the same model from the same weights on the same batch (``CONFIGS``: two ViTs, two
+Swins and two CvTs, a small one on 32 px images and the reference size at 224 px of each); forward-only
+(inference) steps are timed the same way. The PyTorch models are written as PyTorch users write
+them (torch_vit.py, torch_swin.py, torch_cvt.py).
 
 **Separate processes (the default).** Each framework is timed in its own fresh process at its own
 defaults, as a user would run it: the script starts worker processes (``bench_step.py --worker
@@ -67,10 +69,24 @@ import time
 from importlib import metadata
 
 CONFIGS = {
-    "tiny32": dict(batch=128, img_size=32, patch_size=4, in_chans=3, embed_dim=192, num_heads=3,
+    "tiny32": dict(model="vit", batch=128, img_size=32, patch_size=4, in_chans=3, embed_dim=192, num_heads=3,
                    depth=6, num_classes=10),
-    "ti224": dict(batch=16, img_size=224, patch_size=16, in_chans=3, embed_dim=192, num_heads=3,
+    "ti224": dict(model="vit", batch=16, img_size=224, patch_size=16, in_chans=3, embed_dim=192, num_heads=3,
                   depth=12, num_classes=1000),
+    # Swin on CIFAR-sized images: 16x16 tokens in 4x4 windows, then 8x8 and 4x4 (global)
+    "swin32": dict(model="swin", batch=64, img_size=32, patch_size=2, in_chans=3, embed_dim=96,
+                   depths=(2, 2, 2), num_heads=(3, 6, 12), window_size=4, num_classes=10),
+    # swin_tiny_patch4_window7_224
+    "swin224": dict(model="swin", batch=8, img_size=224, patch_size=4, in_chans=3, embed_dim=96,
+                    depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, num_classes=1000),
+    # CvT on CIFAR-sized images: stride-1 embedding to 32x32 tokens, then 16x16 and 8x8 (+ class token)
+    "cvt32": dict(model="cvt", batch=32, img_size=32, in_chans=3, embed_dims=(64, 128, 256),
+                  depths=(1, 2, 4), num_heads=(1, 2, 4), patch_sizes=(3, 3, 3), patch_strides=(1, 2, 2),
+                  patch_paddings=(1, 1, 1), num_classes=10),
+    # cvt_13
+    "cvt224": dict(model="cvt", batch=8, img_size=224, in_chans=3, embed_dims=(64, 192, 384),
+                   depths=(1, 2, 10), num_heads=(1, 3, 6), patch_sizes=(7, 3, 3), patch_strides=(4, 2, 2),
+                   patch_paddings=(2, 1, 1), num_classes=1000),
 }
 MLP_RATIO = 4
 KINDS = ("minivit", "minivit-nokernels", "torch")  # what a worker times
@@ -160,7 +176,7 @@ import numpy as np  # noqa: E402
 import minivit  # noqa: E402
 from minivit import backend  # noqa: E402
 from minivit.losses import CrossEntropyLoss  # noqa: E402
-from minivit.models import VisionTransformer  # noqa: E402
+from minivit.models import ConvolutionalVisionTransformer, SwinTransformer, VisionTransformer  # noqa: E402
 from minivit.optim import AdamW  # noqa: E402
 
 LR, WEIGHT_DECAY = 1e-3, 0.05
@@ -172,6 +188,8 @@ SGEMM_N = 8192 if DEVICE == "cuda" else 1024 if ARGS.quick else 3072
 
 def forward_macs(cfg):
     """Multiply-adds of the matmuls in one forward pass (elementwise work is not counted)."""
+    if cfg["model"] != "vit":
+        return {"swin": swin_forward_macs, "cvt": cvt_forward_macs}[cfg["model"]](cfg)
     B, D, L = cfg["batch"], cfg["embed_dim"], cfg["depth"]
     n_patches = (cfg["img_size"] // cfg["patch_size"]) ** 2
     N = n_patches + 1
@@ -180,6 +198,40 @@ def forward_macs(cfg):
     attention = 2 * B * N * N * D  # q k^T and A v over all heads
     head = B * D * cfg["num_classes"]
     return patch + L * (linears + attention) + head
+
+
+def cvt_forward_macs(cfg):
+    """CvT's: per stage, the embedding convolution, then per block the depthwise 3x3 projections of q
+    (stride 1) and k, v (stride 2), the Linear layers, q k^T and A v over N_q x N_kv, and the MLP."""
+    B, r, c_in = cfg["batch"], cfg["img_size"], cfg["in_chans"]
+    macs, last = 0, len(cfg["depths"]) - 1
+    for i, (D, depth, k, s, p) in enumerate(zip(cfg["embed_dims"], cfg["depths"], cfg["patch_sizes"],
+                                                cfg["patch_strides"], cfg["patch_paddings"], strict=True)):
+        r = (r + 2 * p - k) // s + 1
+        r_kv = (r + 2 - 3) // 2 + 1
+        n, n_kv, cls = r * r, r_kv * r_kv, int(i == last)
+        macs += B * n * c_in * k * k * D
+        block = (n + 2 * n_kv) * D * 9 + (2 * (n + cls) + 2 * (n_kv + cls)) * D * D
+        block += 2 * (n + cls) * (n_kv + cls) * D + 2 * MLP_RATIO * (n + cls) * D * D
+        macs += depth * B * block
+        c_in = D
+    return macs + B * c_in * cfg["num_classes"]
+
+
+def swin_forward_macs(cfg):
+    """Swin's: per stage, patch merging (4C -> 2C per merged token), then per block the Linear layers
+    and attention within M x M windows (q k^T and A v: 2 N M^2 C)."""
+    B, C, P = cfg["batch"], cfg["embed_dim"], cfg["patch_size"]
+    r = cfg["img_size"] // P
+    macs = B * r * r * cfg["in_chans"] * P * P * C
+    for i, depth in enumerate(cfg["depths"]):
+        if i:
+            r //= 2
+            macs += B * r * r * 4 * C * 2 * C
+            C *= 2
+        M, N = min(cfg["window_size"], r), r * r
+        macs += depth * (B * N * (4 * C * C + 2 * MLP_RATIO * C * C) + 2 * B * N * M * M * C)
+    return macs + B * C * cfg["num_classes"]
 
 
 def matmul_peak(kind, n, repeats=5):
@@ -215,11 +267,15 @@ def make_batch(cfg, seed=0):
 
 
 def model_kwargs(cfg):
-    return {k: v for k, v in cfg.items() if k != "batch"} | {"mlp_ratio": MLP_RATIO}
+    return {k: v for k, v in cfg.items() if k not in ("batch", "model")} | {"mlp_ratio": MLP_RATIO}
 
 
 def minivit_model(cfg):
-    return VisionTransformer(**model_kwargs(cfg), dtype="float32", seed=0)
+    if cfg["model"] == "vit":
+        return VisionTransformer(**model_kwargs(cfg), dtype="float32", seed=0)
+    cls = {"swin": SwinTransformer, "cvt": ConvolutionalVisionTransformer}[cfg["model"]]
+    # no drop-path: both frameworks compute the same step
+    return cls(**model_kwargs(cfg), drop_path_rate=0.0, dtype="float32", seed=0)
 
 
 class MinivitRunner:
@@ -253,10 +309,18 @@ class MinivitRunner:
 class TorchRunner:
     def __init__(self, cfg, init_from):
         import torch
-        from torch_vit import TorchViT, load_from_minivit
 
+        if cfg["model"] == "swin":
+            from torch_swin import TorchSwin as Model
+            from torch_swin import load_from_minivit
+        elif cfg["model"] == "cvt":
+            from torch_cvt import TorchCvT as Model
+            from torch_cvt import load_from_minivit
+        else:
+            from torch_vit import TorchViT as Model
+            from torch_vit import load_from_minivit
         self.torch = torch
-        self.model = TorchViT(**model_kwargs(cfg), sdpa=ARGS.torch_attention == "sdpa").to(DEVICE)
+        self.model = Model(**model_kwargs(cfg), sdpa=ARGS.torch_attention == "sdpa").to(DEVICE)
         load_from_minivit(self.model, init_from)
         x, y = make_batch(cfg)
         self.x, self.y = torch.from_numpy(x).to(DEVICE), torch.from_numpy(y).to(DEVICE)
@@ -498,7 +562,7 @@ def plot(results, path):
 
     kinds = kinds_of(results)
     colors = {"minivit": "#3b75af", "minivit-nokernels": "#9cbbd9", "torch": "#ef8636"}
-    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.0))
+    fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 1.3 * len(results) + 1.5), 6.2))  # one row each
     x, width = np.arange(len(results)), 0.76 / len(kinds)
     for ax, step, title in ((axes[0], "train", "training step"), (axes[1], "infer", "forward only")):
         for j, kind in enumerate(kinds):
@@ -507,12 +571,13 @@ def plot(results, path):
             hi = [max(r[kind][f"{step}_ms_rounds"]) for r in results] - vals
             bars = ax.bar(x + (j - (len(kinds) - 1) / 2) * width, vals, width, yerr=[lo, hi], capsize=2,
                           label=kind, color=colors[kind])
-            ax.bar_label(bars, fmt="%.0f", fontsize=7, label_type="center")  # the caps: min-max over rounds
+            ax.bar_label(bars, fmt="%.0f", fontsize=7, label_type="center", rotation=90)  # caps: min-max
+            # over the rounds
         ax.set_xticks(x, [r["config"] for r in results])
         ax.set_ylabel("ms per step (lower is better)")
         ax.set_title(title, fontsize=10)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", ncol=len(kinds), fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     fig.savefig(path, dpi=100)
 
 

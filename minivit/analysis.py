@@ -14,8 +14,17 @@ from . import backend, validate
 HEAD_FUSIONS = {"mean": np.mean, "max": np.max, "min": np.min}
 
 
+def require_vit(model):
+    """A clear error for a model these functions cannot read: they follow one sequence of tokens
+    through global attention (ViT, DeiT); Swin attends within windows that move between blocks."""
+    if "blocks" not in getattr(model, "_modules", {}) or "patch_embed" not in model._modules:
+        raise ValueError(f"attention analysis reads a ViT's or DeiT's global attention over one token "
+                         f"sequence; got a {type(model).__name__}, which it does not cover")
+
+
 def attention_probs(model, x):
     """[A_1, ..., A_L]: each block's attention probabilities for images ``x``, (B, h, N, N)."""
+    require_vit(model)
     was_training = model.training
     model.eval()
     try:
@@ -92,6 +101,7 @@ def pos_embed_similarity(model):
     """Cosine similarity of the patch positions' embeddings (the ViT paper's Figure 7, centre):
     S_ij = <e_i, e_j> / (|e_i| |e_j|) over the rows e of E_pos's patch part. Returns (N', N');
     row i reshaped to (grid_h, grid_w) shows how alike position i is to every position."""
+    require_vit(model)
     learned = getattr(model.pos_embed, "weight", None)  # a fixed sin-cos table has no Parameter
     table = model.pos_embed.table if learned is None else learned.data
     e = backend.to_numpy(table)[0, model.num_prefix_tokens:].astype(np.float64)  # (N', D)

@@ -21,12 +21,13 @@ import numpy as np
 from . import backend, validate
 from .nn.module import Parameter
 
-_NO_DECAY_NAMES = ("pos_embed", "cls_token", "token")
+_NO_DECAY_NAMES = ("pos_embed", "cls_token", "token", "relative_position_bias")
 
 
 def no_weight_decay(name, p):
     """True for parameters that weight decay should leave alone: every parameter with ndim <= 1
-    (biases, LayerNorm gamma and beta) and the position embedding and extra tokens, by name."""
+    (biases, LayerNorm gamma and beta), the position embedding, extra tokens and Swin's relative
+    position bias tables, by name (as timm's no_weight_decay)."""
     return p.data.ndim <= 1 or any(key in name for key in _NO_DECAY_NAMES)
 
 
@@ -228,10 +229,14 @@ class ModelEMA:
     from step to step and their accuracy with them, the average moves smoothly (DeiT trains with
     one, d = 0.99996 for ImageNet's 1.25k steps per epoch; timm's ModelEmaV2 is the same rule).
     The start theta weighs d^t after t steps: the run must be several times 1 / (1 - d) long.
+    Persistent buffers (BatchNorm's running statistics) are averaged the same way, as timm's
+    ModelEmaV2 averages the whole state dict: the average model's statistics then describe the
+    activations of weights close to its own.
     """
 
     def __init__(self, model, averaged, decay):
         self.decay = validate.number("EMA decay", decay, 0.0, 1.0, low_open=True, high_open=True)
+        self.model = model
         self.pairs = list(zip(averaged.parameters(), model.parameters(), strict=True))
         averaged.load_state_dict(model.state_dict())
         self.averaged = averaged.eval()
@@ -241,6 +246,11 @@ class ModelEMA:
         for avg, p in self.pairs:
             avg.data *= d
             avg.data += (1.0 - d) * p.data
+        # buffers are reassigned by the layers that own them (BatchNorm): look them up each time
+        ours = dict(self.model.named_buffers(persistent_only=True))
+        for name, avg in self.averaged.named_buffers(persistent_only=True):
+            avg *= d
+            avg += (1.0 - d) * ours[name]
 
 
 def clip_grad_norm(params, max_norm):

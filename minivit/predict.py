@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from . import backend, checkpoint, data, train, viz
-from .analysis import attention_rollout, mean_attention_distance, pos_embed_similarity
+from .analysis import attention_rollout, mean_attention_distance, pos_embed_similarity, require_vit
 from .nn import softmax
 from .preprocess import Preprocessor
 from .pretrained import from_pretrained
@@ -58,6 +58,7 @@ def analyze(model_path, images, out):
     if taken:
         raise ValueError(f"--out {out} already holds {', '.join(taken)}; choose another folder")
     model, x, _ = _model_and_images(model_path, images)
+    require_vit(model)  # before any folder is made
     os.makedirs(out, exist_ok=True)
     grid = model.patch_embed.grid_size
     paths = [os.path.join(out, f) for f in FIGURES]
@@ -77,6 +78,8 @@ def classify(model_path, images, top=5, explain=None):
     if explain is not None and not explain.lower().endswith(".png"):
         raise ValueError(f"--explain {explain}: expected a .png file name")
     model, x, labels = _model_and_images(model_path, images)
+    if explain is not None:
+        require_vit(model)
     p = softmax(backend.to_numpy(model.forward(x)).astype(np.float64))  # (B, classes)
     best = np.argsort(-p, axis=1, kind="stable")[:, :min(top, p.shape[1])]
     names = labels or [str(i) for i in range(p.shape[1])]

@@ -118,8 +118,10 @@ def model_from_checkpoint(ckpt, averaged=True):
     return model
 
 
-def check_fits(model, ds, what):
-    """The model must take the dataset's images and predict its classes."""
+def check_fits(model, ds, what, batch_size=None):
+    """The model must take the dataset's images and predict its classes; with ``batch_size``, every
+    training batch must hold as many images as the model's BatchNorms need (``min_train_batch``:
+    two where one normalises a 1x1 map, as cvt_digits' last keys)."""
     C, H, W = ds.image_shape
     if (model.in_chans, model.img_size, model.img_size) != (C, H, W) or model.num_classes != ds.num_classes:
         raise ValueError(
@@ -127,6 +129,11 @@ def check_fits(model, ds, what):
             f"{model.num_classes} classes, but dataset {ds.name!r} has {C}x{H}x{W} images and "
             f"{ds.num_classes} classes"
         )
+    need, n = getattr(model, "min_train_batch", 1), len(ds.y_train)
+    if batch_size is not None and min(batch_size, n % batch_size or batch_size) < need:
+        raise ValueError(f"--batch-size {batch_size} leaves a training batch of one image of the {n}, and "
+                         f"{what} normalises 1x1 maps with BatchNorm, which needs at least {need} images per "
+                         f"batch in training; choose another --batch-size")
 
 
 # ----------------------------------------------------------------------------- the objective
@@ -352,7 +359,7 @@ def train(config, out, resume=None, stop_after=None, quiet=False, overwrite=Fals
         config = dict(config, model_config=model.config)
     else:
         model = model_from_checkpoint(resume, averaged=False)
-    check_fits(model, ds, f"model {config['model']}")
+    check_fits(model, ds, f"model {config['model']}", config["batch_size"])
     teacher = None
     if config["teacher"]:
         teacher = model_from_checkpoint(checkpoint.load(config["teacher"])).eval()

@@ -9,7 +9,7 @@ import pytest
 
 from minivit import backend, nn
 from minivit.gradcheck import restore, rng_states  # noqa: F401  (the tests import them from here)
-from minivit.models import VisionTransformer
+from minivit.models import ConvolutionalVisionTransformer, SwinTransformer, VisionTransformer
 
 
 def randn(gen, *shape, scale=1.0, dtype=np.float64):
@@ -62,12 +62,13 @@ def wrong_douts(out):
 
 class Case:
     """One layer configuration: build(dtype) -> module, inputs(gen, dtype) -> tuple of arrays,
-    kwargs for forward (not differentiated), the expected output shape and the gradcheck bar."""
+    kwargs for forward (not differentiated), the expected output shape and the gradcheck bar;
+    ``no_grad``: the prefixes of parameters whose gradient is zero by construction."""
 
-    def __init__(self, id, build, inputs, out_shape, kwargs=None, tol=1e-7):
+    def __init__(self, id, build, inputs, out_shape, kwargs=None, tol=1e-7, no_grad=()):
         self.id, self.build, self.inputs, self.out_shape = id, build, inputs, out_shape
         self.kwargs = kwargs or (lambda: {})
-        self.tol = tol
+        self.tol, self.no_grad = tol, tuple(no_grad)
 
     def make(self, seed=0, dtype=np.float64):
         """(module with random parameters, inputs, kwargs), all from one seed."""
@@ -84,26 +85,65 @@ def tiny_vit(dtype=np.float64, cls=VisionTransformer, **kw):
     return cls(**config)
 
 
+def tiny_swin(dtype=np.float64, **kw):
+    """A Swin small enough for a gradient check: 8x8 images, 2x2 patches; stage 1 a 4x4 grid of four
+    2x2 windows (shifted in block 2), stage 2 a 2x2 grid (global attention)."""
+    config = dict(img_size=8, patch_size=2, in_chans=2, num_classes=3, embed_dim=4, depths=(2, 2),
+                  num_heads=(2, 2), window_size=2, mlp_ratio=2.0, drop_path_rate=0.0, dtype=dtype, seed=0)
+    config.update(kw)
+    return SwinTransformer(**config)
+
+
+def tiny_cvt(dtype=np.float64, **kw):
+    """A CvT small enough for a gradient check: 8x8 images; stage 1 a 3x3 convolution of stride 2 to a
+    4x4 grid, keys and values on 2x2; stage 2 one of stride 1, the class token joining. (A 1x1 grid of
+    keys would leave BatchNorm two values per channel, and make the attention of a single key.)"""
+    config = dict(img_size=8, in_chans=2, num_classes=3, embed_dims=(4, 6), depths=(1, 2), num_heads=(1, 2),
+                  patch_sizes=(3, 3), patch_strides=(2, 1), patch_paddings=(1, 1), mlp_ratio=2.0,
+                  drop_path_rate=0.0, dtype=dtype, seed=0)
+    config.update(kw)
+    return ConvolutionalVisionTransformer(**config)
+
+
 def hf_model(arch="ViTForImageClassification", dtype="float32", seed=0, **config):
     """A transformers model (torch and transformers needed) with every weight random (LayerNorm
-    gains and biases too, so that a swapped pair shows), in eval mode. SDPA attention: the eager
-    one takes its softmax in float32 even in a double model."""
+    gains and biases too, so that a swapped pair shows; BatchNorm's running statistics too), in eval
+    mode: ViT, DeiT, Swin or CvT, by ``arch``. SDPA attention where there is a choice: the eager one
+    takes its softmax in float32 even in a double model."""
     import torch
     import transformers
 
-    settings = dict(image_size=32, patch_size=8, num_channels=3, hidden_size=48, num_hidden_layers=2,
-                    num_attention_heads=3, intermediate_size=96, num_labels=5)
+    if arch.startswith("Swin"):  # stage 1: 8x8 tokens in four windows, shifted in block 2; stage 2:
+        # 4x4 tokens, no larger than a window, so global attention and no shift
+        settings = dict(image_size=32, patch_size=4, num_channels=3, embed_dim=12, depths=[2, 2],
+                        num_heads=[2, 3], window_size=4, num_labels=5)
+    elif arch.startswith("Cvt"):  # 32 px: 16x16, 8x8, then 4x4 tokens and the class token (transformers
+        # needs depth[i] > i: it indexes each stage's drop-path rates by the stage's number)
+        settings = dict(num_channels=3, patch_sizes=[3, 3, 3], patch_stride=[2, 2, 2],
+                        patch_padding=[1, 1, 1], embed_dim=[8, 12, 16], num_heads=[1, 2, 2], depth=[1, 2, 3],
+                        num_labels=5)
+    else:
+        settings = dict(image_size=32, patch_size=8, num_channels=3, hidden_size=48, num_hidden_layers=2,
+                        num_attention_heads=3, intermediate_size=96, num_labels=5)
     settings.update(config)
-    config_class = transformers.DeiTConfig if arch.startswith("DeiT") else transformers.ViTConfig
-    cfg = config_class(**settings, attn_implementation="sdpa")
+    config_class = {"DeiT": transformers.DeiTConfig, "Swin": transformers.SwinConfig,
+                    "CvtF": transformers.CvtConfig}.get(arch[:4], transformers.ViTConfig)
+    sdpa = {} if arch.startswith("Cvt") else {"attn_implementation": "sdpa"}  # CvT computes its own
+    cfg = config_class(**settings, **sdpa)
     cfg.id2label = {i: f"class {i}" for i in range(cfg.num_labels)}
     cfg.label2id = {v: k for k, v in cfg.id2label.items()}
     torch.manual_seed(seed)
     model = getattr(transformers, arch)(cfg)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            p.copy_(torch.randn(p.shape) * (0.5 if "layernorm" in name else 0.1)
-                    + (1.0 if "layernorm" in name and name.endswith("weight") else 0.0))
+            norm = "layernorm" in name or "normalization" in name
+            gain = norm and name.endswith("weight")
+            p.copy_(torch.randn(p.shape) * (0.5 if norm else 0.1) + (1.0 if gain else 0.0))
+        for name, b in model.named_buffers():  # BatchNorm's running statistics (CvT)
+            if name.endswith("running_mean"):
+                b.copy_(torch.randn(b.shape) * 0.3)
+            elif name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape) + 0.5)
     return model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype).eval()
 
 
@@ -181,6 +221,35 @@ CASES = [
     Case("RelativePositionBias", lambda dt: nn.RelativePositionBias(3, 2, dtype=dt), lambda g, dt: (),
          (2, 9, 9)),
     Case("PatchMerging", lambda dt: nn.PatchMerging(3, dtype=dt), _x(B, 4, 6, 3), (B, 2, 3, 6)),
+    Case("PatchEmbed-norm", lambda dt: nn.PatchEmbed(4, 2, 2, 6, norm_eps=1e-5, dtype=dt), _x(B, 2, 4, 4),
+         (B, 4, 6)),
+    Case("WindowAttention", lambda dt: nn.WindowAttention(6, 2, (4, 6), 2, dtype=dt), _x(B, 24, 6),
+         (B, 24, 6)),
+    Case("WindowAttention-shift",
+         lambda dt: nn.WindowAttention(6, 2, 6, 3, shift=1, qkv_bias=False, dtype=dt), _x(B, 36, 6),
+         (B, 36, 6)),
+    Case("SwinBlock-shift", lambda dt: nn.SwinBlock(6, 2, 4, 2, shift=1, mlp_ratio=2.0, dtype=dt),
+         _x(B, 16, 6), (B, 16, 6)),
+    Case("SwinBlock-global", lambda dt: nn.SwinBlock(6, 2, 2, 4, shift=2, mlp_ratio=2.0, drop_path=0.5, rng=2,
+                                                     dtype=dt), _x(4, 4, 6), (4, 4, 6)),
+    Case("SwinStage", lambda dt: _swin_stage(dt), _x(B, 16, 4), (B, 4, 8)),
+    Case("Conv2d", lambda dt: nn.Conv2d(3, 4, 3, stride=2, padding=1, dtype=dt), _x(B, 3, 5, 6),
+         (B, 4, 3, 3)),
+    Case("Conv2d-dense-16ch", lambda dt: nn.Conv2d(16, 5, 3, stride=2, padding=1, dtype=dt), _x(B, 16, 5, 5),
+         (B, 5, 3, 3)),  # enough channels for the dense fast path
+    Case("Conv2d-depthwise-nobias", lambda dt: nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False, dtype=dt),
+         _x(B, 4, 5, 5), (B, 4, 5, 5)),
+    Case("Conv2d-groups2-patch", lambda dt: nn.Conv2d(4, 6, 2, stride=2, groups=2, init="fan_in", dtype=dt),
+         _x(B, 4, 4, 6), (B, 6, 2, 3)),
+    Case("BatchNorm2d-train", lambda dt: nn.BatchNorm2d(3, dtype=dt), _x(B, 3, 4, 5), (B, 3, 4, 5)),
+    Case("BatchNorm2d-eval", lambda dt: _bn_eval(dt), _x(B, 3, 4, 5), (B, 3, 4, 5)),
+    Case("ConvEmbed", lambda dt: nn.ConvEmbed(2, 6, 3, 2, 1, dtype=dt), _x(B, 2, 6, 6), (B, 9, 6)),
+    Case("ConvProjection", lambda dt: nn.ConvProjection(4, 3, 2, 1, dtype=dt), _x(B, 4, 5, 5), (B, 9, 4)),
+    Case("ConvAttention", lambda dt: nn.ConvAttention(6, 2, 4, dtype=dt), _x(B, 16, 6), (B, 16, 6)),
+    Case("ConvAttention-cls-drop",
+         lambda dt: nn.ConvAttention(6, 3, (3, 5), cls_token=True, qkv_bias=False, attn_drop=0.2,
+                                     proj_drop=0.2, rng=1, dtype=dt), _x(B, 16, 6), (B, 16, 6)),
+    Case("CvtStage", lambda dt: _cvt_stage(dt), _x(B, 2, 8, 8), (B, 17, 6)),
     Case("TokenPool-cls", lambda dt: _pool("cls", 1), _x(B, 5, 6), (B, 6)),
     Case("TokenPool-mean", lambda dt: _pool("mean", 1), _x(B, 5, 6), (B, 6)),
     Case("TokenPool-mean-k0", lambda dt: _pool("mean", 0), _x(B, 5, 6), (B, 6)),
@@ -190,9 +259,40 @@ CASES = [
          tol=1e-5),
     Case("ViT-mean-class", lambda dt: tiny_vit(dt, pool="mean", approximate="tanh", qkv_bias=False),
          _x(B, 2, 4, 4), (B, 3), tol=1e-5),
+    Case("Swin", lambda dt: tiny_swin(dt), _x(B, 2, 8, 8), (B, 3), tol=1e-5),
+    Case("Swin-drop-fanin",
+         lambda dt: tiny_swin(dt, drop_rate=0.1, attn_drop_rate=0.1, drop_path_rate=0.3, qkv_bias=False,
+                              weight_init="fan_in", seed=4), _x(4, 2, 8, 8), (4, 3), tol=1e-5),
+    # only the class token reaches the head, and it bypasses the last block's query convolution
+    Case("CvT", lambda dt: tiny_cvt(dt), _x(B, 2, 8, 8), (B, 3), tol=1e-5,
+         no_grad=["stages.1.blocks.1.attn.conv_proj_q."]),
+    Case("CvT-mean-drop-fanin",
+         lambda dt: tiny_cvt(dt, cls_token=False, drop_rate=0.1, attn_drop_rate=0.1, drop_path_rate=0.3,
+                             qkv_bias=False, weight_init="fan_in", seed=4), _x(4, 2, 8, 8), (4, 3), tol=1e-5),
     Case("ViT-k2-drop", lambda dt: tiny_vit(dt, dist_token=True, drop_rate=0.2, attn_drop_rate=0.1,
                                             drop_path_rate=0.3, seed=3), _x(4, 2, 4, 4), (4, 3), tol=1e-5),
 ]
+
+
+def _swin_stage(dtype):
+    from minivit.models import SwinStage
+
+    return SwinStage(4, 4, 2, 2, 2, downsample=True, mlp_ratio=2.0, drop_path=(0.0, 0.0), dtype=dtype)
+
+
+def _cvt_stage(dtype):
+    from minivit.models import CvtStage
+
+    return CvtStage(2, 6, 8, 2, 2, 3, 2, 1, cls_token=True, mlp_ratio=2.0, drop_path=(0.0, 0.0), dtype=dtype)
+
+
+def _bn_eval(dtype):
+    """BatchNorm2d in eval mode with running statistics of its own (random, positive variances)."""
+    bn = nn.BatchNorm2d(3, dtype=dtype).eval()
+    gen = np.random.default_rng(9)
+    bn.running_mean = backend.asarray(gen.standard_normal(3), dtype=dtype)
+    bn.running_var = backend.asarray(gen.uniform(0.5, 2.0, 3), dtype=dtype)
+    return bn
 
 
 def _pool(pool, k):

@@ -116,3 +116,45 @@ def test_cupy_backend_without_a_gpu_fails_clearly():
 def test_in_process_cannot_time_kernels_both():
     res = run("--in-process", "--kernels", "both")
     assert res.returncode == 2 and "--kernels both needs separate processes" in res.stderr
+
+
+@pytest.mark.parametrize("sdpa", [False, True])
+def test_the_benchmarks_torch_swin_is_minivits_model(sdpa):
+    """The PyTorch Swin the benchmark times computes minivit's SwinTransformer from its weights: shifted
+    and unshifted windows, patch merging, a stage no larger than a window (float64, both attentions)."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        from torch_swin import TorchSwin, load_from_minivit
+    finally:
+        sys.path.remove(os.path.join(ROOT, "benchmarks"))
+    from minivit.models import SwinTransformer
+
+    cfg = dict(img_size=32, patch_size=2, in_chans=3, num_classes=5, embed_dim=12, depths=(2, 2, 1),
+               num_heads=(2, 3, 4), window_size=4, mlp_ratio=2.0)
+    ours = SwinTransformer(**cfg, drop_path_rate=0.0, dtype="float64", seed=0).eval()
+    theirs = load_from_minivit(TorchSwin(**cfg, sdpa=sdpa).double().eval(), ours)
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32))
+    with torch.no_grad():
+        ref = theirs(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(ours.forward(x), ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
+def test_conv_benchmark_times_both_frameworks_on_cvt_stage_1_shapes(tmp_path):
+    out = tmp_path / "conv.json"
+    res = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_conv.py"), "--batch", "2",
+                          "--rounds", "1", "--steps", "1", "--warmup", "0", "--json", str(out)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(out.read_text())
+    assert data["info"]["max_relative_output_difference"] < 1e-4  # the same convolutions
+    rows = data["results"]
+    assert set(rows) == {"embed 3->64 k7 s4 p2", "q: depthwise 64 k3 s1", "k, v: depthwise 64 k3 s2",
+                         "stage 1 (embed + q + k + v)"}
+    parts = [rows[n]["minivit_ms"] for n in rows if not n.startswith("stage")]
+    stage = rows["stage 1 (embed + q + k + v)"]["minivit_ms"]
+    assert stage == pytest.approx(parts[0] + parts[1] + 2 * parts[2])  # k and v: the same shape twice
+    for row in rows.values():
+        assert row["ratio"] == pytest.approx(row["minivit_ms"] / row["torch_ms"]) and row["torch_ms"] > 0

@@ -87,12 +87,15 @@ def test_the_fake_keeps_results_on_the_device_and_get_copies_to_the_host(device)
 # ----------------------------------------------------------------------------- layers and models
 
 def assert_same(host, dev):
-    """Host arrays (NumPy) and device arrays (the fake's) of the same values, pair by pair."""
+    """Host arrays (NumPy) and device arrays (the fake's) of the same values, pair by pair: to
+    rounding, measured against each array's largest entry (the depthwise convolution's fast path
+    serves NumPy only, so the two sum a CvT's convolutions in different orders, and its BatchNorms
+    in training mode carry the difference on)."""
     assert len(dev) == len(host)
     for h, d in zip(host, dev, strict=True):
         assert type(h) is np.ndarray and isinstance(d, fakecupy.ndarray)
         assert d.shape == h.shape and d.dtype == h.dtype == np.float64
-        np.testing.assert_allclose(d.get(), h, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(d.get(), h, rtol=1e-12, atol=1e-13 * max(1.0, np.abs(h).max(initial=0.0)))
 
 
 def _forward_backward(module, inputs, kwargs=None):

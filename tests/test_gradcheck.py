@@ -141,3 +141,27 @@ def test_works_on_a_loss_object():
     logits = randn(np.random.default_rng(0), 3, 4)
     result = assert_gradcheck(CrossEntropyLoss(0.1), logits, np.array([1, 0, 3]))
     assert list(result.errors) == ["input[0]"]
+
+
+class ConvAttentionKeyBiasGetsAGradient(nn.ConvAttention):
+    """Gives the key bias a gradient it does not have: the softmax ignores a shift shared by a row."""
+
+    def backward(self, dout):
+        dz = super().backward(dout)
+        self.proj_k.bias.grad += 1e-3
+        return dz
+
+
+def test_a_gradient_that_is_zero_is_checked_against_zero():
+    """CvT's key bias b_k adds q_i b_k to every score of row i: its true gradient is 0, and the
+    numeric one is rounding noise, so a relative error would mean nothing. The check then asks the
+    analytic gradient to be as small as central differences resolve, and catches one that is not."""
+    gen = np.random.default_rng(0)
+    right = randomize(nn.ConvAttention(6, 2, 3, dtype="float64"), gen)
+    z = randn(gen, 2, 9, 6)
+    result = gradcheck(right, z, max_entries=1000)
+    assert result.worst < 1e-7, f"\n{result}"
+    assert np.abs(npy(right.proj_k.bias.grad)).max() < 1e-12  # zero but for rounding
+    wrong = randomize(ConvAttentionKeyBiasGetsAGradient(6, 2, 3, dtype="float64"), np.random.default_rng(0))
+    result = gradcheck(wrong, z, max_entries=1000)
+    assert result.errors["proj_k.bias"] > 1e-5 and result.errors["proj_k.weight"] < 1e-7

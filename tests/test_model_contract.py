@@ -53,8 +53,8 @@ def test_state_dict_round_trip_gives_the_same_model(family):
     assert not np.allclose(npy(a.forward(x)), npy(b.forward(x)))
     b.load_state_dict(a.state_dict())
     np.testing.assert_array_equal(npy(a.forward(x)), npy(b.forward(x)))
-    assert sorted(a.state_dict()) == sorted(n for n, _ in a.named_parameters()) + sorted(
-        n for n, _ in a.named_buffers(persistent_only=True))
+    assert sorted(a.state_dict()) == sorted([n for n, _ in a.named_parameters()]
+                                            + [n for n, _ in a.named_buffers(persistent_only=True)])
 
 
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda c: c.__name__)

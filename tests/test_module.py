@@ -317,6 +317,9 @@ def test_buffers_persistent_ones_in_the_state_dict_only():
     other.load_state_dict(sd)
     np.testing.assert_array_equal(other.norm.running_mean, 7.0)
     np.testing.assert_array_equal(other.norm.index, np.arange(4))  # rebuilt, not loaded
+    sd["norm.running_mean"][:] = 9.0  # loading copied: the dict and the model share no memory
+    other.norm.running_mean *= 2.0
+    assert sd["norm.running_mean"][0] == 9.0 and other.norm.running_mean[0] == 14.0
 
 
 def test_buffers_are_loaded_all_or_nothing():

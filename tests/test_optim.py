@@ -279,3 +279,19 @@ def test_model_ema_is_the_moving_average_of_the_weights():
     for bad in (0.0, 1.0, float("nan")):
         with pytest.raises(ValueError, match="EMA decay must be a finite number in"):
             ModelEMA(model, copy, bad)
+
+
+def test_model_ema_averages_batch_norm_statistics_too():
+    """BatchNorm's running statistics are persistent buffers: averaged as the weights are, even
+    though the model's layers replace their arrays at every training step."""
+    model, copy = create_model("cvt_digits", seed=0), create_model("cvt_digits", seed=1)
+    ema = ModelEMA(model, copy, 0.9)
+    name = "stages.0.blocks.0.attn.conv_proj_k.bn.running_mean"
+    start = dict(copy.named_buffers())[name].copy()  # the model's, copied at the start
+    x = np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)
+    model.train().forward(x)  # the statistics move, in new arrays
+    moved = dict(model.named_buffers())[name]
+    assert not np.allclose(moved, start)
+    ema.update()
+    np.testing.assert_allclose(dict(copy.named_buffers())[name], 0.9 * start + 0.1 * moved, rtol=1e-6)
+    assert copy.state_dict()[name].dtype == np.float32

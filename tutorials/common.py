@@ -11,6 +11,7 @@ import argparse
 import io
 import os
 import sys
+import time
 
 from minivit.kernels import tune_process
 
@@ -32,6 +33,20 @@ def figure_dir():
     args, _ = parser.parse_known_args()  # a notebook kernel passes arguments of its own
     os.makedirs(args.out, exist_ok=True)
     return args.out
+
+
+def time_forward_backward(layer, x, most=5, budget=2.0):
+    """(median seconds, runs) of ``layer.forward(x)`` then ``layer.backward(ones)``: at most ``most``
+    runs, fewer once ``budget`` seconds are spent (at least one). Chapters 9 and 10 time layers so."""
+    import numpy as np
+
+    dout, times = np.ones_like(x), []
+    while len(times) < most and sum(times) < budget:
+        start = time.perf_counter()
+        layer.forward(x)
+        layer.backward(dout)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), len(times)
 
 
 def save(fig, out, name):

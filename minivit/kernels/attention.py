@@ -58,14 +58,15 @@ def mhsa_backward(layer, dout):
     """MultiHeadSelfAttention's backward, d[q, k, v] written in place by the attention's."""
     if not layer.attn.__dict__.get("_fast"):  # its attention ran the plain way: so must this
         return MultiHeadSelfAttention.backward.__wrapped__(layer, dout)
-    B, N, D = dout.shape
+    *lead, N, D = dout.shape  # lead: (B,), or (B, nW) for windows
     h, d = layer.num_heads, layer.head_dim
     xp = backend.xp_of(dout)
-    g = layer.proj.backward(layer.proj_drop.backward(dout))  # (B, N, D)
-    dqkv = xp.empty((B, N, 3, h, d), dtype=dout.dtype)  # d[q, k, v] in the layout of qkv's output
-    *_, dbias = sdpa_backward(layer.attn, g.reshape(B, N, h, d).transpose(0, 2, 1, 3),  # (B, h, N, d)
-                              out=tuple(dqkv.transpose(2, 0, 3, 1, 4)))  # dq, dk, dv views
-    return layer.qkv.backward(dqkv.reshape(B, N, 3 * D)), dbias
+    g = layer.proj.backward(layer.proj_drop.backward(dout))  # (..., N, D)
+    g = g.reshape(*lead, N, h, d).swapaxes(-3, -2)  # (..., h, N, d)
+    dqkv = xp.empty((*lead, N, 3, h, d), dtype=dout.dtype)  # d[q, k, v] in the layout of qkv's output
+    views = xp.moveaxis(dqkv, (-3, -4), (0, -2))  # (3, ..., h, N, d): dq, dk, dv
+    *_, dbias = sdpa_backward(layer.attn, g, out=tuple(views))
+    return layer.qkv.backward(dqkv.reshape(*lead, N, 3 * D)), dbias
 
 
 register(ScaledDotProductAttention, sdpa_forward, sdpa_backward)

@@ -25,6 +25,12 @@ def model_config(name):
     return dict(_REGISTRY[name][1])
 
 
+def model_class(name):
+    """The class that builds ``name``."""
+    model_config(name)  # a clear error for an unknown name
+    return _REGISTRY[name][0]
+
+
 def _settings(cls):
     """The keyword arguments ``cls(...)`` takes: its __init__'s, and its bases' where it passes
     ``**kwargs`` on (DistilledVisionTransformer to VisionTransformer)."""

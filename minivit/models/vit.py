@@ -12,6 +12,7 @@ from ..nn import (
     PatchEmbed,
     PositionEmbedding,
     SinCosPositionEmbedding,
+    reset_layers,
 )
 from .registry import register
 
@@ -129,9 +130,7 @@ class VisionTransformer(Module):
         self.head_drop = Dropout(drop_rate, rng=gen)
         self.head = Linear(embed_dim, num_classes, rng=gen, dtype=dtype)
         if weight_init != "trunc_normal":
-            for name, m in self.named_modules():
-                if isinstance(m, Linear) and name.startswith(("blocks.", "head")):
-                    m.reset_parameters(weight_init, rng=gen)
+            reset_layers(self, ("blocks.", "head"), weight_init, gen)
 
     # -- the token sequence ------------------------------------------------------------------
     def forward_features(self, x):

@@ -3,8 +3,10 @@
 import numpy as np
 
 from .. import backend, validate
+from .conv import Conv2d, to_grid, to_tokens
 from .linear import Linear
 from .module import Module, Parameter
+from .norm import LayerNorm
 
 
 class Patchify(Module):
@@ -53,12 +55,13 @@ class PatchEmbed(Module):
     Shapes: x (B, C, H, W) -> (B, N', D); E = proj.weight (C*P*P, D). Equal to a convolution
     with kernel size and stride P. Init: E and b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
     fan_in = C*P*P (the convolution default, which timm keeps for its patch embedding).
+    ``norm_eps``: when given, a LayerNorm of that eps follows, z = LN(x_p E + b) (Swin's).
 
-    Backward: Linear's backward gives dL/dx_p and dL/dE; Patchify's backward folds dL/dx_p
-    back into image layout.
+    Backward: (LayerNorm's, then) Linear's backward gives dL/dx_p and dL/dE; Patchify's
+    backward folds dL/dx_p back into image layout.
     """
 
-    def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768, rng=None,
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768, norm_eps=None, rng=None,
                  dtype=None):
         for name, value in [("img_size", img_size), ("patch_size", patch_size), ("in_chans", in_chans),
                             ("embed_dim", embed_dim)]:
@@ -73,6 +76,8 @@ class PatchEmbed(Module):
         self.num_patches = self.grid_size**2
         self.patchify = Patchify(patch_size)
         self.proj = Linear(in_chans * patch_size * patch_size, embed_dim, init="fan_in", rng=gen, dtype=dtype)
+        if norm_eps is not None:
+            self.norm = LayerNorm(embed_dim, eps=norm_eps, dtype=dtype)
 
     def forward(self, x):
         if x.ndim != 4:
@@ -84,10 +89,38 @@ class PatchEmbed(Module):
             raise ValueError(
                 f"expected {self.img_size}x{self.img_size} images, got {H}x{W} (shape {tuple(x.shape)})"
             )
-        return self.proj.forward(self.patchify.forward(x))  # (B, N', D)
+        z = self.proj.forward(self.patchify.forward(x))  # (B, N', D)
+        return self.norm.forward(z) if "norm" in self._modules else z
 
     def backward(self, dout):
+        if "norm" in self._modules:
+            dout = self.norm.backward(dout)
         return self.patchify.backward(self.proj.backward(dout))
+
+
+class ConvEmbed(Module):
+    """CvT's convolutional token embedding: z = LN(Conv(x)), each output pixel's D channels one
+    token (Wu et al., 2021). With kernel k > stride s the windows overlap (CvT-13: 7/4/2, then
+    3/2/1), where PatchEmbed's k = s = P patches do not: PatchEmbed is the special case.
+
+    Shapes: x (B, C, H, W) -> conv (B, D, H', W'), H' = (H + 2p - k) // s + 1 -> tokens
+    (B, H'W', D), row-major -> LN over D. Backward: LayerNorm's, the tokens folded back into the
+    (B, D, H', W') map, the convolution's.
+    """
+
+    def __init__(self, in_chans, embed_dim, kernel_size, stride, padding, eps=1e-5, init="trunc_normal",
+                 rng=None, dtype=None):
+        self.proj = Conv2d(in_chans, embed_dim, kernel_size, stride, padding, init=init, rng=rng, dtype=dtype)
+        self.norm = LayerNorm(embed_dim, eps=eps, dtype=dtype)
+
+    def forward(self, x):
+        y = self.proj.forward(x)  # (B, D, H', W')
+        self.save_for_backward(y.shape[2:])
+        return self.norm.forward(to_tokens(y))  # (B, H'W', D)
+
+    def backward(self, dout):
+        (grid,) = self.saved()
+        return self.proj.backward(to_grid(self.norm.backward(dout), *grid))
 
 
 class ClassToken(Module):

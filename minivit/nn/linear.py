@@ -34,16 +34,7 @@ class Linear(Module):
         """Draw W and b afresh from ``init`` (one of INITS), with random generator ``rng``."""
         if init not in self.INITS:
             raise ValueError(f"Linear init must be one of {self.INITS}, got {init!r}")
-        gen, W, b = backend.rng(rng), self.weight.data, self.bias
-        if init == "trunc_normal":
-            W[...] = backend.trunc_normal(gen, W.shape, std, W.dtype)
-            if b is not None:
-                b.data[...] = 0
-            return
-        bound = 1.0 / math.sqrt(self.in_features)
-        W[...] = backend.uniform(gen, W.shape, -bound, bound, W.dtype)
-        if b is not None:
-            b.data[...] = backend.uniform(gen, b.shape, -bound, bound, W.dtype)
+        draw_weights(self.weight, self.bias, init, self.in_features, rng, std)
 
     def check_input(self, x):
         if x.shape[-1] != self.in_features:
@@ -70,3 +61,28 @@ class Linear(Module):
 
     def extra_repr(self):
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
+
+
+def draw_weights(weight, bias, init, fan_in, rng=None, std=0.02):
+    """Fill the Parameters ``weight`` and ``bias`` (None for none) from ``init``, as Linear's and
+    Conv2d's reset_parameters: "trunc_normal" W ~ truncated normal(0, std), b = 0; "fan_in"
+    W, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    gen, W = backend.rng(rng), weight.data
+    if init == "trunc_normal":
+        W[...] = backend.trunc_normal(gen, W.shape, std, W.dtype)
+        if bias is not None:
+            bias.data[...] = 0
+        return
+    bound = 1.0 / math.sqrt(fan_in)
+    W[...] = backend.uniform(gen, W.shape, -bound, bound, W.dtype)
+    if bias is not None:
+        bias.data[...] = backend.uniform(gen, bias.shape, -bound, bound, W.dtype)
+
+
+def reset_layers(model, prefixes, init, rng):
+    """Draw every Linear and Conv2d layer (every layer with ``reset_parameters``) of ``model`` whose
+    name starts with one of ``prefixes`` afresh from ``init`` (a model's ``weight_init`` option),
+    in the order the model registered them."""
+    for name, m in model.named_modules():
+        if hasattr(m, "reset_parameters") and name.startswith(prefixes):
+            m.reset_parameters(init, rng=rng)

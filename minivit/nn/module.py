@@ -296,7 +296,8 @@ class Module:
             more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
             shown = "; ".join(problems[:5]) + more
             raise ValueError(f"state dict does not fit {type(self).__name__}: {shown}")
-        on_device = {name: backend.xp_of(a).asarray(values[name]) for name, a in own.items()}
+        on_device = {name: backend.xp_of(a).array(values[name]) for name, a in own.items()}  # copies: a
+        # buffer never shares memory with the caller's state dict
         for name, p in params.items():
             p.data[...] = on_device[name]
         for name in buffers:

@@ -1,4 +1,5 @@
-"""Layer normalisation (Ba, Kiros & Hinton, 2016), applied per token."""
+"""Normalisation: LayerNorm per token (Ba, Kiros & Hinton, 2016), BatchNorm per channel over a batch
+(Ioffe & Szegedy, 2015)."""
 
 from .. import backend, validate
 from .module import Module, Parameter
@@ -46,3 +47,63 @@ class LayerNorm(Module):
 
     def extra_repr(self):
         return f"{self.dim}, eps={self.eps}"
+
+
+class BatchNorm2d(Module):
+    """BN(x) = gamma * (x - mu) / sqrt(sigma^2 + eps) + beta per channel (Ioffe & Szegedy, 2015).
+
+    Training: mu and sigma^2 are the mean and (biased) variance of the channel over the batch and
+    the image, n = B H W values; the running estimates follow them, running_mean <- (1 - m)
+    running_mean + m mu and running_var <- (1 - m) running_var + m sigma^2 n / (n - 1) (unbiased),
+    momentum m = 0.1 (PyTorch's rule). Eval: the running estimates stand in for mu and sigma^2.
+    Shapes: x (B, C, H, W) -> same; gamma = weight (C,), beta = bias (C,); running_mean and
+    running_var (C,) are persistent buffers (saved, not learned). eps 1e-5.
+
+    Backward, training: the statistics depend on x, and LayerNorm's derivation over the other
+    axes gives, with g = gamma * dL/dy and means over (B, H, W),
+    dL/dx = (g - mean(g) - x_hat * mean(g * x_hat)) / sigma. Eval: the statistics are constants,
+    dL/dx = g / sigma. Both: dL/dgamma = sum of dL/dy * x_hat, dL/dbeta = sum of dL/dy over (B, H, W).
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=None):
+        self.num_features = validate.integer("BatchNorm2d num_features", num_features, 1)
+        self.eps = validate.number("BatchNorm2d eps", eps, 0.0)
+        self.momentum = validate.number("BatchNorm2d momentum", momentum, 0.0, 1.0)
+        self.weight = Parameter(backend.ones((num_features,), dtype))
+        self.bias = Parameter(backend.zeros((num_features,), dtype))
+        self.register_buffer("running_mean", backend.zeros((num_features,), dtype))
+        self.register_buffer("running_var", backend.ones((num_features,), dtype))
+
+    def forward(self, x):
+        if x.ndim != 4 or x.shape[1] != self.num_features:
+            raise ValueError(f"BatchNorm2d expected (B, {self.num_features}, H, W), got {tuple(x.shape)}")
+        xp = backend.xp_of(x)
+        axes = (0, 2, 3)  # statistics per channel
+        if self.training:
+            n = x.size // self.num_features
+            if n < 2:
+                raise ValueError(f"BatchNorm2d in training mode needs more than one value per channel, "
+                                 f"got shape {tuple(x.shape)}")
+            mu, var = x.mean(axis=axes), x.var(axis=axes)  # (C,), biased
+            m, dtype = self.momentum, self.running_mean.dtype  # a float64 batch leaves float32 stats float32
+            self.running_mean = ((1 - m) * self.running_mean + m * mu).astype(dtype)
+            self.running_var = ((1 - m) * self.running_var + m * var * (n / (n - 1))).astype(dtype)
+        else:
+            mu, var = self.running_mean, self.running_var
+        rstd = 1.0 / xp.sqrt(var + self.eps)  # 1 / sigma, (C,)
+        x_hat = (x - mu[:, None, None]) * rstd[:, None, None]
+        self.save_for_backward(x_hat, rstd, self.training)
+        return self.weight.data[:, None, None] * x_hat + self.bias.data[:, None, None]
+
+    def backward(self, dout):
+        x_hat, rstd, batch_statistics = self.saved()
+        axes = (0, 2, 3)
+        self.weight.grad += (dout * x_hat).sum(axis=axes)
+        self.bias.grad += dout.sum(axis=axes)
+        g = dout * self.weight.data[:, None, None]
+        if batch_statistics:
+            g = g - g.mean(axis=axes, keepdims=True) - x_hat * (g * x_hat).mean(axis=axes, keepdims=True)
+        return g * rstd[:, None, None]
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"

@@ -6,6 +6,7 @@ Tokens live on a grid here: (B, H, W, C), channels last, as in the reference imp
 import numpy as np
 
 from .. import backend, validate
+from .attention import MultiHeadSelfAttention
 from .linear import Linear
 from .module import Module, Parameter
 from .norm import LayerNorm
@@ -30,12 +31,9 @@ class WindowPartition(Module):
         self.window_size = validate.integer("window_size", window_size, 1)
 
     def forward(self, x):
-        M = self.window_size
-        _check_grid(self, x, M)
-        B, H, W, C = x.shape
+        _check_grid(self, x, self.window_size)
         self.save_for_backward(x.shape)
-        x = x.reshape(B, H // M, M, W // M, M, C).transpose(0, 1, 3, 2, 4, 5)  # (B, H/M, W/M, M, M, C)
-        return x.reshape(-1, M * M, C)
+        return window_partition(x, self.window_size)
 
     def backward(self, dout):
         (shape,) = self.saved()
@@ -45,8 +43,15 @@ class WindowPartition(Module):
         return f"window_size={self.window_size}"
 
 
+def window_partition(x, M):
+    """(B, H, W, C) -> (B * H/M * W/M, M*M, C): WindowPartition's forward, as a function."""
+    B, H, W, C = x.shape
+    x = x.reshape(B, H // M, M, W // M, M, C).transpose(0, 1, 3, 2, 4, 5)  # (B, H/M, W/M, M, M, C)
+    return x.reshape(-1, M * M, C)
+
+
 def window_reverse(windows, M, shape):
-    """The inverse of WindowPartition: (B * H/M * W/M, M*M, C) -> (B, H, W, C) of ``shape``."""
+    """The inverse of window_partition: (B * H/M * W/M, M*M, C) -> (B, H, W, C) of ``shape``."""
     B, H, W, C = shape
     x = windows.reshape(B, H // M, W // M, M, M, C).transpose(0, 1, 3, 2, 4, 5)  # (B, H/M, M, W/M, M, C)
     return x.reshape(B, H, W, C)
@@ -65,14 +70,19 @@ class CyclicShift(Module):
     def forward(self, x):
         _check_grid(self, x)
         self.save_for_backward(None)
-        return backend.xp_of(x).roll(x, (-self.shift, -self.shift), axis=(1, 2))
+        return cyclic_shift(x, self.shift)
 
     def backward(self, dout):
         self.saved()
-        return backend.xp_of(dout).roll(dout, (self.shift, self.shift), axis=(1, 2))
+        return cyclic_shift(dout, -self.shift)
 
     def extra_repr(self):
         return f"shift={self.shift}"
+
+
+def cyclic_shift(x, s):
+    """CyclicShift's forward, as a function: (B, H, W, C) rolled by -s along H and W."""
+    return backend.xp_of(x).roll(x, (-s, -s), axis=(1, 2))
 
 
 def shift_window_mask(H, W, M, s):
@@ -129,6 +139,76 @@ class RelativePositionBias(Module):
 
     def extra_repr(self):
         return f"window_size={self.window_size}, num_heads={self.num_heads}"
+
+
+class WindowAttention(Module):
+    """W-MSA and SW-MSA: multi-head self-attention inside each M x M window of the token grid,
+    A = softmax(q k^T / sqrt(d) + B + mask) per window and head, with B the relative position
+    bias. With a shift s > 0 (SW-MSA) the grid is first rolled by -s (CyclicShift), so that the
+    windows straddle the previous layer's window borders, and rolled back by +s afterwards; the
+    shift mask (-100 between tokens of different regions) keeps a window's pieces of the far
+    edges apart.
+
+    Shapes: x (B, N, C) with N = H*W tokens in row-major order over the ``resolution`` (H, W)
+    -> (B, H, W, C) -> shifted -> windows (B, nW, M*M, C), nW = (H/M)(W/M) -> attention, the
+    same MultiHeadSelfAttention as ViT's (``msa``), with bias B (h, M*M, M*M), plus the mask
+    (nW, 1, M*M, M*M) for SW-MSA, broadcast over the batch -> the grid back -> (B, N, C). The
+    mask is a non-persistent buffer ``attn_mask`` (none when s = 0).
+
+    Backward: the reshapes and rolls are permutations, undone in reverse order (roll by +s
+    becomes -s, window_reverse becomes window_partition); the attention's backward returns the
+    windows' gradient and dL/d(B + mask), which summed over the windows is dL/dB, scattered
+    into the bias table.
+    """
+
+    def __init__(self, dim, num_heads, resolution, window_size, shift=0, qkv_bias=True, attn_drop=0.0,
+                 proj_drop=0.0, rng=None, dtype=None):
+        H, W = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+        M = validate.integer("window_size", window_size, 1)
+        if validate.integer("resolution", H, 1) % M or validate.integer("resolution", W, 1) % M:
+            raise ValueError(f"a {H}x{W} token grid is not cut into {M}x{M} windows: expected a "
+                             f"resolution divisible by the window size {M}")
+        self.shift = validate.integer("shift", shift, 0, M - 1)
+        gen = backend.rng(rng)
+        self.resolution, self.window_size = (H, W), M
+        self.msa = MultiHeadSelfAttention(dim, num_heads, qkv_bias, attn_drop, proj_drop, rng=gen,
+                                          dtype=dtype)
+        self.relative_position_bias = RelativePositionBias(M, num_heads, rng=gen, dtype=dtype)
+        if self.shift:
+            mask = shift_window_mask(H, W, M, self.shift)[:, None]  # (nW, 1, M*M, M*M)
+            self.register_buffer("attn_mask", backend.asarray(mask, dtype=backend.resolve_dtype(dtype)),
+                                 persistent=False)
+
+    @property
+    def attn_probs(self):
+        """Attention probabilities A of the last forward, (B, nW, h, M*M, M*M)."""
+        return self.msa.attn_probs
+
+    def forward(self, x):
+        (H, W), M, s = self.resolution, self.window_size, self.shift
+        if x.ndim != 3 or x.shape[1] != H * W:
+            raise ValueError(f"WindowAttention expected tokens (B, {H * W}, C) of a {H}x{W} grid, "
+                             f"got shape {tuple(x.shape)}")
+        B, N, C = x.shape
+        x = cyclic_shift(x.reshape(B, H, W, C), s)  # (B, H, W, C)
+        windows = window_partition(x, M).reshape(B, -1, M * M, C)  # (B, nW, M*M, C)
+        bias = self.relative_position_bias.forward()  # (h, M*M, M*M)
+        if s:
+            bias = bias + self.attn_mask  # (nW, h, M*M, M*M)
+        out = self.msa.forward(windows, bias).reshape(-1, M * M, C)  # (B*nW, M*M, C)
+        return cyclic_shift(window_reverse(out, M, (B, H, W, C)), -s).reshape(B, N, C)
+
+    def backward(self, dout):
+        (H, W), M, s = self.resolution, self.window_size, self.shift
+        B, N, C = dout.shape
+        d = cyclic_shift(dout.reshape(B, H, W, C), s)
+        dwindows, dbias = self.msa.backward(window_partition(d, M).reshape(B, -1, M * M, C))
+        self.relative_position_bias.backward(dbias.sum(axis=0) if s else dbias)  # (h, M*M, M*M)
+        d = window_reverse(dwindows.reshape(-1, M * M, C), M, (B, H, W, C))
+        return cyclic_shift(d, -s).reshape(B, N, C)
+
+    def extra_repr(self):
+        return f"resolution={self.resolution}, window_size={self.window_size}, shift={self.shift}"
 
 
 class PatchMerging(Module):
