@@ -118,7 +118,54 @@ def build_parser():
                    help="a transformers folder or a minivit checkpoint (.npz)")
     a.add_argument("--out", required=True, metavar="DIR", help="folder for the three figures")
     a.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+
+    c = sub.add_parser("assignment", help="classroom assignments: list, build a student's folder, grade one",
+                       description="Assignments cut out of minivit's own layers (docs/teachers.md).")
+    c_sub = c.add_subparsers(dest="action", required=True)
+    c_sub.add_parser("list", help="the assignments, their tasks and points")
+    cb = c_sub.add_parser("build", help="write an assignment's folder: package, notebook, public tests")
+    cb.add_argument("name", help="the assignment (a1, a2, ...)")
+    cb.add_argument("--out", required=True, metavar="DIR", help="a new (or empty) folder")
+    cb.add_argument("--solution", action="store_true", help="the teacher's version: every body kept")
+    cg = c_sub.add_parser("grade", help="grade a student's folder task by task")
+    cg.add_argument("folder", metavar="DIR", help="the student's folder, as build wrote it")
+    cg.add_argument("--json", metavar="PATH", help="also write Gradescope's results.json format to PATH")
+    cg.add_argument("--seed", type=int, help="the hidden inputs' seed (default: a fresh one, printed)")
+    cg.add_argument("--task", action="append", metavar="ID", help="grade only this task (repeatable)")
+    for q in (c, cb, cg):
+        q.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+
+    n = sub.add_parser("notebooks", help="write every tutorial chapter as a Jupyter notebook",
+                       description="Write tutorials/NN_*.py as .ipynb notebooks, common.py beside them.")
+    n.add_argument("--tutorials", default="tutorials", metavar="DIR",
+                   help="the chapters' folder (default tutorials)")
+    n.add_argument("--out", default="notebooks", metavar="DIR",
+                   help="folder for the notebooks (default notebooks)")
+    n.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     return p
+
+
+def assignment(args):
+    """``python -m minivit assignment list | build | grade``."""
+    from .classroom import assignments, build, grade
+
+    if args.action == "list":
+        for a in assignments.ASSIGNMENTS.values():
+            print(f"{a.name}  {a.title}  ({sum(t.points for t in a.tasks)} points)")
+            for t in a.tasks:
+                print(f"    {t.id:<24} {t.points:>2}  {t.title}")
+        return 0
+    if args.action == "build":
+        files = build.build(args.name, args.out, solution=args.solution)
+        print(f"wrote {args.out}: {len(files)} files ({'teacher' if args.solution else 'student'} version)")
+        return 0
+    result = grade.grade(args.folder, seed=args.seed, tasks=args.task)
+    print(grade.report(*result))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(grade.gradescope(*result), f, indent=1)
+        print(f"wrote {args.json}")
+    return 0
 
 
 def train_config(parser, args):
@@ -183,6 +230,13 @@ def main(argv=None):
             from .predict import analyze
 
             print("wrote " + ", ".join(analyze(args.model, args.images, args.out)))
+        elif args.command == "assignment":
+            return assignment(args)
+        elif args.command == "notebooks":
+            from .classroom.notebook import write_chapters
+
+            paths = write_chapters(args.tutorials, args.out)
+            print(f"wrote {len(paths)} notebooks into {args.out}")
         else:
             _select_backend(args.backend)
             r = evaluate(args.checkpoint, args.dataset, args.data_dir, args.backend, args.plot, args.split)

@@ -93,8 +93,10 @@ class _DistillationLoss:
                 f"the teacher predicts {z_teacher.shape[1]} classes but the student {z_cls.shape[1]}: "
                 "a teacher must have the student's classes"
             )
+        ### BEGIN SOLUTION a5.combine.forward
         ce = self.ce.forward(z_cls, labels)
         loss = (1.0 - self.alpha) * ce + self.alpha * self.distill(z_dist, z_teacher)
+        ### END SOLUTION
         self._forward_ran = True
         return loss
 
@@ -102,8 +104,11 @@ class _DistillationLoss:
         if not self._forward_ran:
             raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
         self._forward_ran = False
+        ### BEGIN SOLUTION a5.combine.backward
         dz_cls = self.ce.backward((1.0 - self.alpha) * dout)
-        return dz_cls, self.distill_backward(self.alpha * dout)
+        dz_dist = self.distill_backward(self.alpha * dout)
+        ### END SOLUTION
+        return dz_cls, dz_dist
 
     __call__ = forward
 
@@ -130,17 +135,23 @@ class SoftDistillationLoss(_DistillationLoss):
 
     def distill(self, z_dist, z_teacher):
         xp = backend.xp_of(z_dist)
+        ### BEGIN SOLUTION a5.soft.forward
         log_p_s = log_softmax(z_dist / self.tau)  # (B, K)
         log_p_t = log_softmax(z_teacher / self.tau)  # (B, K)
         p_t = xp.exp(log_p_t)
-        self._saved = (xp.exp(log_p_s), p_t)
-        kl = (p_t * (log_p_t - log_p_s)).sum() / z_dist.shape[0]
-        return self.tau**2 * kl
+        p_s = xp.exp(log_p_s)
+        loss = self.tau**2 * (p_t * (log_p_t - log_p_s)).sum() / z_dist.shape[0]  # tau^2 KL(p_T || p_S)
+        ### END SOLUTION
+        self._saved = (p_s, p_t)
+        return loss
 
     def distill_backward(self, dout):
         p_s, p_t = self._saved
         self._saved = None
-        return (p_s - p_t) * (self.tau * dout / p_s.shape[0])
+        ### BEGIN SOLUTION a5.soft.backward
+        dz_dist = (p_s - p_t) * (self.tau * dout / p_s.shape[0])
+        ### END SOLUTION
+        return dz_dist
 
 
 class HardDistillationLoss(_DistillationLoss):
@@ -159,7 +170,10 @@ class HardDistillationLoss(_DistillationLoss):
         self.ce_teacher = CrossEntropyLoss()
 
     def distill(self, z_dist, z_teacher):
-        return self.ce_teacher.forward(z_dist, z_teacher.argmax(axis=1))
+        ### BEGIN SOLUTION a5.hard.forward
+        y_teacher = z_teacher.argmax(axis=1)  # (B,): the teacher's decisions, constants
+        ### END SOLUTION
+        return self.ce_teacher.forward(z_dist, y_teacher)
 
     def distill_backward(self, dout):
         return self.ce_teacher.backward(dout)

@@ -8,8 +8,11 @@ from .module import Module
 
 def softmax(x, axis=-1):
     """softmax(x)_i = exp(x_i - max x) / sum_j exp(x_j - max x), stable for any shift of x."""
+    ### BEGIN SOLUTION a1.softmax.forward
     e = backend.xp_of(x).exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+    y = e / e.sum(axis=axis, keepdims=True)
+    ### END SOLUTION
+    return y
 
 
 def softmax_backward(y, dy, axis=-1):
@@ -18,7 +21,10 @@ def softmax_backward(y, dy, axis=-1):
     From dy_i/dx_j = y_i (delta_ij - y_j), the Jacobian-vector product collapses to one
     weighted sum per row, so the (N x N) Jacobian is never formed.
     """
-    return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
+    ### BEGIN SOLUTION a1.softmax.backward
+    dx = y * (dy - (dy * y).sum(axis=axis, keepdims=True))
+    ### END SOLUTION
+    return dx
 
 
 def log_softmax(x, axis=-1):
@@ -74,9 +80,12 @@ class GELU(Module):
             t = xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x**3))
             self.save_for_backward(x, t)
             return 0.5 * x * (1.0 + t)
+        ### BEGIN SOLUTION a1.gelu.forward
         cdf = backend.normal_cdf(x)  # Phi(x) = (1 + erf(x / sqrt 2)) / 2
+        y = x * cdf
+        ### END SOLUTION
         self.save_for_backward(x, cdf)
-        return x * cdf
+        return y
 
     def backward(self, dout):
         xp = backend.xp_of(dout)
@@ -84,8 +93,11 @@ class GELU(Module):
         if self.approximate == "tanh":
             du = _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * x * x)
             return dout * (0.5 * (1.0 + s) + 0.5 * x * (1.0 - s * s) * du)
+        ### BEGIN SOLUTION a1.gelu.backward
         phi = xp.exp(-0.5 * x * x) * _INV_SQRT_2PI
-        return dout * (s + x * phi)  # Phi(x) + x phi(x)
+        dx = dout * (s + x * phi)  # Phi(x) + x phi(x)
+        ### END SOLUTION
+        return dx
 
     def extra_repr(self):
         return f"approximate={self.approximate!r}"

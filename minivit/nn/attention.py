@@ -44,6 +44,7 @@ class ScaledDotProductAttention(Module):
 
     def forward(self, q, k, v, bias=None, mask=None):
         xp = backend.xp_of(q)
+        ### BEGIN SOLUTION a2.attention.forward
         scale = q.shape[-1] ** -0.5 if self.scale is None else self.scale
         s = (q @ k.swapaxes(-1, -2)) * scale  # (B, h, N, M)
         if bias is not None:
@@ -51,6 +52,7 @@ class ScaledDotProductAttention(Module):
         if mask is not None:
             s = xp.where(mask, s, -xp.inf)
         a = softmax(s)  # A: (B, h, N, M)
+        ### END SOLUTION
         self.attn_probs = a
         a_drop = self.attn_drop.forward(a)
         self.save_for_backward(q, k, v, a, a_drop, scale, None if bias is None else bias.shape)
@@ -58,11 +60,13 @@ class ScaledDotProductAttention(Module):
 
     def backward(self, dout):
         q, k, v, a, a_drop, scale, bias_shape = self.saved()
+        ### BEGIN SOLUTION a2.attention.backward
         dv = a_drop.swapaxes(-1, -2) @ dout  # (B, h, M, d)
         da = self.attn_drop.backward(dout @ v.swapaxes(-1, -2))  # (B, h, N, M)
         ds = softmax_backward(a, da)
         dq = (ds @ k) * scale
         dk = (ds.swapaxes(-1, -2) @ q) * scale
+        ### END SOLUTION
         return dq, dk, dv, None if bias_shape is None else sum_to_shape(ds, bias_shape)
 
 
@@ -104,22 +108,27 @@ class MultiHeadSelfAttention(Module):
             raise ValueError(f"attention expected tokens (B, N, {self.dim}), got {tuple(z.shape)}")
         *lead, N, D = z.shape  # lead: (B,), or (B, nW) for windows
         h, d = self.num_heads, self.head_dim
+        ### BEGIN SOLUTION a2.heads.forward
         qkv = self.qkv.forward(z).reshape(-1, N, 3, h, d).transpose(2, 0, 3, 1, 4)  # (3, B, h, N, d)
         q, k, v = (t.reshape(*lead, h, N, d) for t in qkv)
         out = self.attn.forward(q, k, v, bias, mask).reshape(-1, h, N, d)  # (B, h, N, d)
         out = out.transpose(0, 2, 1, 3).reshape(*lead, N, D)  # heads merged: (B, N, D)
+        ### END SOLUTION
         return self.proj_drop.forward(self.proj.forward(out))
 
     def backward(self, dout):
         *lead, N, D = dout.shape
         h, d = self.num_heads, self.head_dim
         xp = backend.xp_of(dout)
+        ### BEGIN SOLUTION a2.heads.backward
         g = self.proj.backward(self.proj_drop.backward(dout)).reshape(-1, N, h, d)  # (B, N, h, d)
         g = g.transpose(0, 2, 1, 3).reshape(*lead, h, N, d)  # (B, h, N, d)
         dq, dk, dv, dbias = self.attn.backward(g)
         dqkv = xp.stack([t.reshape(-1, h, N, d) for t in (dq, dk, dv)])  # (3, B, h, N, d)
         dqkv = dqkv.transpose(1, 3, 0, 2, 4)  # (B, N, 3, h, d), as qkv's output
-        return self.qkv.backward(dqkv.reshape(*lead, N, 3 * D)), dbias
+        dz = self.qkv.backward(dqkv.reshape(*lead, N, 3 * D))
+        ### END SOLUTION
+        return dz, dbias
 
     def extra_repr(self):
         return f"dim={self.dim}, num_heads={self.num_heads}"

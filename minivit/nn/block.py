@@ -31,15 +31,21 @@ class Block(Module):
         self.drop_path2 = DropPath(drop_path, rng=gen)
 
     def forward(self, z):
+        ### BEGIN SOLUTION a3.block.forward
         z = z + self.drop_path1.forward(self.attn.forward(self.norm1.forward(z)))  # z'_l
-        return z + self.drop_path2.forward(self.mlp.forward(self.norm2.forward(z)))  # z_l
+        z = z + self.drop_path2.forward(self.mlp.forward(self.norm2.forward(z)))  # z_l
+        ### END SOLUTION
+        return z
 
     def backward(self, dout):
+        ### BEGIN SOLUTION a3.block.backward
         d = dout + self.norm2.backward(self.mlp.backward(self.drop_path2.backward(dout)))
         dz = self.attn.backward(self.drop_path1.backward(d))
         if isinstance(dz, tuple):  # MSA's (dL/dz, dL/dbias), with no bias here; WindowAttention and
             dz = dz[0]  # ConvAttention take z alone, so they return dL/dz alone
-        return d + self.norm1.backward(dz)
+        dz = d + self.norm1.backward(dz)
+        ### END SOLUTION
+        return dz
 
 
 class SwinBlock(Block):

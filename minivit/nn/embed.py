@@ -34,16 +34,22 @@ class Patchify(Module):
                 f"expected H and W to be multiples of {P}"
             )
         self.save_for_backward(x.shape)
+        ### BEGIN SOLUTION a3.patchify.forward
         x = x.reshape(B, C, H // P, P, W // P, P)  # (B, C, H/P, P, W/P, P)
         x = x.transpose(0, 2, 4, 1, 3, 5)  # (B, H/P, W/P, C, P, P)
-        return x.reshape(B, (H // P) * (W // P), C * P * P)  # (B, N', C*P*P)
+        x_p = x.reshape(B, (H // P) * (W // P), C * P * P)  # (B, N', C*P*P)
+        ### END SOLUTION
+        return x_p
 
     def backward(self, dout):
         ((B, C, H, W),) = self.saved()
         P = self.patch_size
+        ### BEGIN SOLUTION a3.patchify.backward
         d = dout.reshape(B, H // P, W // P, C, P, P)
         d = d.transpose(0, 3, 1, 4, 2, 5)  # (B, C, H/P, P, W/P, P)
-        return d.reshape(B, C, H, W)
+        dx = d.reshape(B, C, H, W)
+        ### END SOLUTION
+        return dx
 
     def extra_repr(self):
         return f"patch_size={self.patch_size}"
@@ -150,16 +156,21 @@ class ClassToken(Module):
             raise ValueError(f"ClassToken expected tokens (B, N, {D}), got {tuple(z.shape)}")
         B = z.shape[0]
         k = self.num_tokens
+        ### BEGIN SOLUTION a3.class_token.forward
         out = xp.empty((B, k + z.shape[1], D), dtype=z.dtype)  # (B, k + N, D)
         out[:, :k] = self.weight.data
         out[:, k:] = z
+        ### END SOLUTION
         self.save_for_backward(k)
         return out
 
     def backward(self, dout):
         (k,) = self.saved()
+        ### BEGIN SOLUTION a3.class_token.backward
         self.weight.grad += dout[:, :k].sum(axis=0, keepdims=True)
-        return dout[:, k:]
+        dz = dout[:, k:]
+        ### END SOLUTION
+        return dz
 
     def extra_repr(self):
         return f"num_tokens={self.num_tokens}"
@@ -194,7 +205,9 @@ class PositionEmbedding(Module):
 
     def backward(self, dout):
         self.saved()
+        ### BEGIN SOLUTION a3.position.backward
         self.weight.grad += dout.sum(axis=0, keepdims=True)
+        ### END SOLUTION
         return dout
 
 

@@ -44,20 +44,25 @@ class Linear(Module):
 
     def forward(self, x):
         self.check_input(x)
+        ### BEGIN SOLUTION a1.linear.forward
         x2 = x.reshape(-1, self.in_features)  # (M, D_in)
         y = x2 @ self.weight.data  # (M, D_out)
         if self.bias is not None:
             y = y + self.bias.data
+        ### END SOLUTION
         self.save_for_backward(x2)
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def backward(self, dout):
         (x2,) = self.saved()
+        ### BEGIN SOLUTION a1.linear.backward
         g = dout.reshape(-1, self.out_features)  # (M, D_out)
         self.weight.grad += x2.T @ g
         if self.bias is not None:
             self.bias.grad += g.sum(axis=0)  # sum over the M rows
-        return (g @ self.weight.data.T).reshape(*dout.shape[:-1], self.in_features)
+        dx2 = g @ self.weight.data.T  # (M, D_in)
+        ### END SOLUTION
+        return dx2.reshape(*dout.shape[:-1], self.in_features)
 
     def extra_repr(self):
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"

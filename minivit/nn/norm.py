@@ -30,20 +30,26 @@ class LayerNorm(Module):
     def forward(self, x):
         self.check_input(x)
         xp = backend.xp_of(x)
+        ### BEGIN SOLUTION a1.layernorm.forward
         mu = x.mean(axis=-1, keepdims=True)  # (..., 1)
         var = x.var(axis=-1, keepdims=True)  # (..., 1), biased
         rstd = 1.0 / xp.sqrt(var + self.eps)  # 1 / sigma
         x_hat = (x - mu) * rstd
+        y = self.weight.data * x_hat + self.bias.data
+        ### END SOLUTION
         self.save_for_backward(x_hat, rstd)
-        return self.weight.data * x_hat + self.bias.data
+        return y
 
     def backward(self, dout):
         x_hat, rstd = self.saved()
+        ### BEGIN SOLUTION a1.layernorm.backward
         d = self.dim
         self.weight.grad += (dout * x_hat).reshape(-1, d).sum(axis=0)  # sum over every token
         self.bias.grad += dout.reshape(-1, d).sum(axis=0)
         g = dout * self.weight.data
-        return rstd * (g - g.mean(axis=-1, keepdims=True) - x_hat * (g * x_hat).mean(axis=-1, keepdims=True))
+        dx = rstd * (g - g.mean(axis=-1, keepdims=True) - x_hat * (g * x_hat).mean(axis=-1, keepdims=True))
+        ### END SOLUTION
+        return dx
 
     def extra_repr(self):
         return f"{self.dim}, eps={self.eps}"

@@ -46,15 +46,21 @@ class WindowPartition(Module):
 def window_partition(x, M):
     """(B, H, W, C) -> (B * H/M * W/M, M*M, C): WindowPartition's forward, as a function."""
     B, H, W, C = x.shape
+    ### BEGIN SOLUTION a4.window.partition
     x = x.reshape(B, H // M, M, W // M, M, C).transpose(0, 1, 3, 2, 4, 5)  # (B, H/M, W/M, M, M, C)
-    return x.reshape(-1, M * M, C)
+    windows = x.reshape(-1, M * M, C)
+    ### END SOLUTION
+    return windows
 
 
 def window_reverse(windows, M, shape):
     """The inverse of window_partition: (B * H/M * W/M, M*M, C) -> (B, H, W, C) of ``shape``."""
     B, H, W, C = shape
+    ### BEGIN SOLUTION a4.window.reverse
     x = windows.reshape(B, H // M, W // M, M, M, C).transpose(0, 1, 3, 2, 4, 5)  # (B, H/M, M, W/M, M, C)
-    return x.reshape(B, H, W, C)
+    x = x.reshape(B, H, W, C)
+    ### END SOLUTION
+    return x
 
 
 class CyclicShift(Module):
@@ -91,21 +97,27 @@ def shift_window_mask(H, W, M, s):
     fill). The grid is labelled in 3 x 3 regions, cut at -M and -s from each edge; after the
     shift by s, a window may hold tokens of up to four regions, which must not attend to each
     other."""
+    ### BEGIN SOLUTION a4.shift_mask
     labels = np.zeros((H, W), dtype=np.int64)
     cuts = [slice(0, -M), slice(-M, -s), slice(-s, None)]
     for n, (rows, cols) in enumerate((r, c) for r in cuts for c in cuts):
         labels[rows, cols] = n
     M2 = M * M
     windows = labels.reshape(H // M, M, W // M, M).transpose(0, 2, 1, 3).reshape(-1, M2)  # (nW, M*M)
-    return np.where(windows[:, :, None] == windows[:, None, :], 0.0, -100.0)  # (nW, M*M, M*M)
+    mask = np.where(windows[:, :, None] == windows[:, None, :], 0.0, -100.0)  # (nW, M*M, M*M)
+    ### END SOLUTION
+    return mask
 
 
 def relative_position_index(M):
     """(M*M, M*M) index into the ((2M-1)^2, heads) bias table: for query token i at (r_i, c_i) and
     key token j at (r_j, c_j) of an M x M window, (r_i - r_j + M - 1) (2M - 1) + (c_i - c_j + M - 1)."""
+    ### BEGIN SOLUTION a4.relative_index
     r, c = np.divmod(np.arange(M * M), M)
     dr, dc = r[:, None] - r[None] + M - 1, c[:, None] - c[None] + M - 1  # each in [0, 2M - 2]
-    return dr * (2 * M - 1) + dc
+    index = dr * (2 * M - 1) + dc
+    ### END SOLUTION
+    return index
 
 
 class RelativePositionBias(Module):
@@ -129,12 +141,17 @@ class RelativePositionBias(Module):
     def forward(self):
         self.save_for_backward(None)
         n = self.window_size ** 2
-        return self.table.data[self.index.reshape(-1)].reshape(n, n, -1).transpose(2, 0, 1)  # (heads, n, n)
+        ### BEGIN SOLUTION a4.relative_bias.forward
+        bias = self.table.data[self.index.reshape(-1)].reshape(n, n, -1).transpose(2, 0, 1)  # (heads, n, n)
+        ### END SOLUTION
+        return bias
 
     def backward(self, dout):
         self.saved()
+        ### BEGIN SOLUTION a4.relative_bias.backward
         g = dout.transpose(1, 2, 0).reshape(-1, self.num_heads)  # (n*n, heads), rows as index.reshape(-1)
         backend.scatter_add(self.table.grad, self.index.reshape(-1), g)
+        ### END SOLUTION
         return None
 
     def extra_repr(self):
