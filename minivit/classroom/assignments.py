@@ -97,6 +97,17 @@ def layernorm_backward(mv, gen):
                 grad_error=_grad_error(mv, layer, x))
 
 
+def normalize_backward(mv, gen):
+    B, N, D = _sizes(gen, "B", "N", "D")
+    x = gen.standard_normal((B, N, D))
+    axis = -1 if gen.random() < 0.5 else (0, 1)  # LayerNorm's, or over the batch as BatchNorm's
+    x_hat = (x - x.mean(axis=axis, keepdims=True)) / x.std(axis=axis, keepdims=True)
+    g = gen.standard_normal(x.shape)
+    d = importlib.import_module(f"{mv.__name__}.nn.norm").normalize_backward(g, x_hat, axis)
+    layer = _randomize(mv.nn.LayerNorm(D, dtype="float64"), gen)  # its backward ends in normalize_backward
+    return Probe({"d": d}, {"d": x.shape}, grad_error=_grad_error(mv, layer, x))
+
+
 def gelu_forward(mv, gen):
     (B, N, D) = _sizes(gen, "B", "N", "D")
     x = 2.0 * gen.standard_normal((B, N, D))
@@ -147,8 +158,10 @@ A1 = Assignment("a1", "The basic layers: Linear, LayerNorm, GELU and softmax, fo
          "dL/dW = x2^T g, dL/db = the rows of g summed, dx2 = g W^T", linear_backward),
     Task("a1.layernorm.forward", "LayerNorm, forward: y = gamma (x - mu) / sqrt(sigma^2 + eps) + beta", 2,
          "mu, var (biased), rstd = 1 / sqrt(var + eps), x_hat, y = gamma x_hat + beta", layernorm_forward),
-    Task("a1.layernorm.backward", "LayerNorm, backward, through mu and sigma", 4,
-         "dgamma, dbeta, and dx = (g - mean(g) - x_hat mean(g x_hat)) / sigma with g = gamma dy",
+    Task("a1.normalize.backward", "Normalisation, backward: through mu and sigma", 3,
+         "sigma dL/dx = g - mean(g) - x_hat mean(g x_hat), means over axis", normalize_backward),
+    Task("a1.layernorm.backward", "LayerNorm, backward", 2,
+         "dgamma, dbeta, g = gamma dy (dL/dx_hat), dx = rstd * normalize_backward(g, x_hat, axis=-1)",
          layernorm_backward),
     Task("a1.gelu.forward", "GELU, forward: x Phi(x)", 1,
          "y = x Phi(x), Phi the standard normal CDF", gelu_forward),

@@ -28,15 +28,19 @@ MISTAKES = {
         Mistake([('y = self.weight.data * x_hat + self.bias.data', 'y = x_hat')],
                 'y is x_hat: the learned scale gamma and shift beta are missing'),
     ],
+    "a1.normalize.backward": [
+        Mistake([(" - g.mean(axis=axis, keepdims=True) - x_hat * (g * x_hat).mean(axis=axis, keepdims=True)",
+                  "")],
+                "dx is missing the terms through mu and sigma, which depend on x too: "
+                "sigma dx = g - mean(g) - x_hat mean(g x_hat)"),
+        Mistake([(" - x_hat * (g * x_hat).mean(axis=axis, keepdims=True)", "")],
+                "dx is missing the term through sigma: - x_hat mean(g x_hat)"),
+    ],
     "a1.layernorm.backward": [
-        Mistake([("(g - g.mean(axis=-1, keepdims=True) - x_hat * (g * x_hat).mean(axis=-1, keepdims=True))",
-                  "g")],
-                'dx is missing the terms through mu and sigma, which depend on x too: dx = (g - mean(g) -'
-                ' x_hat mean(g x_hat)) / sigma'),
-        Mistake([(' - x_hat * (g * x_hat).mean(axis=-1, keepdims=True)', '')],
-                'dx is missing the term through sigma: - x_hat mean(g x_hat)'),
-        Mistake([('g = dout * self.weight.data', 'g = dout')],
-                'dx forgets gamma: the gradient reaching x_hat is g = gamma * dL/dy'),
+        Mistake([("g = dout * self.weight.data", "g = dout")],
+                "dx forgets gamma: the gradient reaching x_hat is g = gamma * dL/dy"),
+        Mistake([("(dout * x_hat).reshape(-1, d).sum(axis=0)", "dout.reshape(-1, d).sum(axis=0)")],
+                "dL/dgamma is the sum of dL/dy * x_hat: gamma multiplies x_hat"),
     ],
     "a1.gelu.forward": [
         Mistake([('backend.normal_cdf(x)', '0.5 * (1.0 + xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x**3)))')],

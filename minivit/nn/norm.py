@@ -5,6 +5,20 @@ from .. import backend, validate
 from .module import Module, Parameter
 
 
+def normalize_backward(g, x_hat, axis):
+    """sigma dL/dx, given g = dL/dx_hat, for x_hat = (x - mu) / sigma with mu and sigma^2 the mean and
+    (biased) variance over ``axis`` (an int or a tuple): g - mean(g) - x_hat mean(g x_hat).
+
+    Derivation: x_hat_i depends on x_j directly (1/sigma), through mu (-1/(n sigma)) and through
+    sigma (-x_hat_i x_hat_j / (n sigma)); contracting with g gives the three terms, means over the n
+    values of ``axis``. LayerNorm (the features) and BatchNorm2d (batch and pixels) both end in it.
+    """
+    ### BEGIN SOLUTION a1.normalize.backward
+    d = g - g.mean(axis=axis, keepdims=True) - x_hat * (g * x_hat).mean(axis=axis, keepdims=True)
+    ### END SOLUTION
+    return d
+
+
 class LayerNorm(Module):
     """LN(x) = gamma * (x - mu) / sqrt(sigma^2 + eps) + beta, over the last axis.
 
@@ -12,7 +26,8 @@ class LayerNorm(Module):
     Shapes: x (..., D) -> same; gamma = weight (D,), beta = bias (D,). ViT uses eps = 1e-6.
 
     Backward: with x_hat = (x - mu) / sigma and g = gamma * dL/dy, differentiating through mu and
-    sigma gives dL/dx = (g - mean(g) - x_hat * mean(g * x_hat)) / sigma (means over D);
+    sigma gives dL/dx = (g - mean(g) - x_hat * mean(g * x_hat)) / sigma (means over D:
+    ``normalize_backward``);
     dL/dgamma = sum over tokens of dL/dy * x_hat, dL/dbeta = sum over tokens of dL/dy.
     """
 
@@ -46,8 +61,8 @@ class LayerNorm(Module):
         d = self.dim
         self.weight.grad += (dout * x_hat).reshape(-1, d).sum(axis=0)  # sum over every token
         self.bias.grad += dout.reshape(-1, d).sum(axis=0)
-        g = dout * self.weight.data
-        dx = rstd * (g - g.mean(axis=-1, keepdims=True) - x_hat * (g * x_hat).mean(axis=-1, keepdims=True))
+        g = dout * self.weight.data  # dL/dx_hat
+        dx = rstd * normalize_backward(g, x_hat, axis=-1)
         ### END SOLUTION
         return dx
 
@@ -108,7 +123,7 @@ class BatchNorm2d(Module):
         self.bias.grad += dout.sum(axis=axes)
         g = dout * self.weight.data[:, None, None]
         if batch_statistics:
-            g = g - g.mean(axis=axes, keepdims=True) - x_hat * (g * x_hat).mean(axis=axes, keepdims=True)
+            g = normalize_backward(g, x_hat, axis=axes)
         return g * rstd[:, None, None]
 
     def extra_repr(self):

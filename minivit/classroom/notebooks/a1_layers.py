@@ -19,7 +19,7 @@
 # | task | file | points |
 # |---|---|---|
 # | a1.linear.forward, a1.linear.backward | minivit/nn/linear.py | 2 + 3 |
-# | a1.layernorm.forward, a1.layernorm.backward | minivit/nn/norm.py | 2 + 4 |
+# | a1.layernorm.forward, a1.normalize.backward, a1.layernorm.backward | minivit/nn/norm.py | 2 + 3 + 2 |
 # | a1.gelu.forward, a1.gelu.backward | minivit/nn/activation.py | 1 + 2 |
 # | a1.softmax.forward, a1.softmax.backward | minivit/nn/activation.py | 2 + 3 |
 
@@ -66,10 +66,15 @@ check("a1.linear.backward")
 #   - \hat{\mathbf{x}} \operatorname{mean}(\mathbf{g} \hat{\mathbf{x}})\Big).$$
 #
 # Derive it before you write it: differentiate $\hat x_i$ with respect to $x_j$ through $\mu$
-# and $\sigma$, then contract with $\mathbf{g}$.
+# and $\sigma$, then contract with $\mathbf{g}$. The bracket is the same for any normalisation
+# whose statistics are taken over some axes (BatchNorm's are over the batch and the pixels), so
+# it is one function, `normalize_backward(g, x_hat, axis)` (task a1.normalize.backward), which
+# LayerNorm's backward calls after its $\partial L / \partial \gamma$, $\partial L / \partial \beta$
+# and $\mathbf{g}$ (task a1.layernorm.backward).
 
 # %%
 check("a1.layernorm.forward")
+check("a1.normalize.backward")
 check("a1.layernorm.backward")
 
 # %% [markdown]
