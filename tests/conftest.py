@@ -105,6 +105,29 @@ def tiny_cvt(dtype=np.float64, **kw):
     return ConvolutionalVisionTransformer(**config)
 
 
+BARS = {"float32": 1e-4, "float64": 1e-9}  # logits against transformers': of the largest |logit|
+
+
+def images(n=2, size=32, channels=3, seed=1):
+    """A batch of random float64 images (n, channels, size, size)."""
+    return np.random.default_rng(seed).standard_normal((n, channels, size, size))
+
+
+def assert_close(ours, ref, dtype):
+    """Logits within BARS[dtype] of the largest |logit| of the reference's."""
+    err = np.abs(ours - ref).max() / np.abs(ref).max()
+    assert err < BARS[dtype], f"max |difference| / max |logit| = {err:.2e} (bar {BARS[dtype]:.0e})"
+
+
+def hf_logits(model, x, **kw):
+    """A transformers model's logits for NumPy images x, in the model's dtype."""
+    import torch
+
+    with torch.no_grad():
+        dtype = next(model.parameters()).dtype
+        return model(torch.from_numpy(x).to(dtype), **kw).logits.numpy()
+
+
 def hf_model(arch="ViTForImageClassification", dtype="float32", seed=0, **config):
     """A transformers model (torch and transformers needed) with every weight random (LayerNorm
     gains and biases too, so that a swapped pair shows; BatchNorm's running statistics too), in eval

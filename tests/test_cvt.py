@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import hf_model, randn, randomize, tiny_cvt
+from conftest import assert_close, hf_logits, hf_model, images, randn, randomize, tiny_cvt
 
 from minivit import create_model, nn
 from minivit.gradcheck import gradcheck
@@ -17,16 +17,6 @@ from minivit.models import ConvolutionalVisionTransformer
 from minivit.pretrained import from_pretrained, save_pretrained
 
 CVT = "CvtForImageClassification"
-BARS = {"float32": 1e-4, "float64": 1e-9}  # of the largest |logit|
-
-
-def images(n=2, size=32, channels=3, seed=1):
-    return np.random.default_rng(seed).standard_normal((n, channels, size, size))
-
-
-def assert_close(ours, ref, dtype):
-    err = np.abs(ours - ref).max() / np.abs(ref).max()
-    assert err < BARS[dtype], f"max |difference| / max |logit| = {err:.2e} (bar {BARS[dtype]:.0e})"
 
 
 @pytest.mark.parametrize("name,count", [("cvt_13", 19_997_480), ("cvt_21", 31_622_696)])
@@ -120,11 +110,6 @@ def test_a_batch_too_small_for_batch_norm_is_refused_before_training(tmp_path):
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-
-
-def hf_logits(model, x):
-    with torch.no_grad():
-        return model(torch.from_numpy(x).to(next(model.parameters()).dtype)).logits.numpy()
 
 
 CONFIGS = {  # conftest's default: three stages, the class token in the last

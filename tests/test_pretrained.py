@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import hf_model
+from conftest import assert_close, hf_logits, hf_model, images
 from safetensors.numpy import load_file, save_file
 
 from minivit import create_model
@@ -17,23 +17,6 @@ from minivit.pretrained import from_pretrained, resample_pos_embed, resize_weigh
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-
-BARS = {"float32": 1e-4, "float64": 1e-9}  # of the largest |logit|
-
-
-def images(n=2, size=32, channels=3, seed=1):
-    return np.random.default_rng(seed).standard_normal((n, channels, size, size))
-
-
-def hf_logits(model, x, **kw):
-    with torch.no_grad():
-        dtype = next(model.parameters()).dtype
-        return model(torch.from_numpy(x).to(dtype), **kw).logits.numpy()
-
-
-def assert_close(ours, ref, dtype):
-    err = np.abs(ours - ref).max() / np.abs(ref).max()
-    assert err < BARS[dtype], f"max |difference| / max |logit| = {err:.2e} (bar {BARS[dtype]:.0e})"
 
 
 CONFIGS = {  # name -> (transformers class, config)

@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import hf_model
+from conftest import assert_close, hf_logits, hf_model, images
 from safetensors.numpy import load_file, save_file
 
 from minivit import create_model
@@ -17,16 +17,6 @@ from minivit.models import SwinTransformer
 from minivit.pretrained import from_pretrained, save_pretrained
 
 SWIN = "SwinForImageClassification"
-BARS = {"float32": 1e-4, "float64": 1e-9}  # of the largest |logit|
-
-
-def images(n=2, size=32, channels=3, seed=1):
-    return np.random.default_rng(seed).standard_normal((n, channels, size, size))
-
-
-def assert_close(ours, ref, dtype):
-    err = np.abs(ours - ref).max() / np.abs(ref).max()
-    assert err < BARS[dtype], f"max |difference| / max |logit| = {err:.2e} (bar {BARS[dtype]:.0e})"
 
 
 @pytest.mark.parametrize("name,count", [("swin_tiny_patch4_window7_224", 28_288_354),
@@ -68,11 +58,6 @@ def test_a_configuration_the_windows_do_not_fit_is_named(settings, message):
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-
-
-def hf_logits(model, x):
-    with torch.no_grad():
-        return model(torch.from_numpy(x).to(next(model.parameters()).dtype)).logits.numpy()
 
 
 CONFIGS = {  # conftest's default: shifted 2x2-window stage, then a global one

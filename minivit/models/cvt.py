@@ -18,7 +18,7 @@ from ..nn import (
     to_tokens,
 )
 from .registry import register
-from .vit import TokenPool
+from .vit import PooledClassifier, TokenPool
 
 
 class CvtStage(Module):
@@ -69,7 +69,7 @@ class CvtStage(Module):
         return self.patch_embed.backward(self.pos_drop.backward(dz))
 
 
-class ConvolutionalVisionTransformer(Module):
+class ConvolutionalVisionTransformer(PooledClassifier):
     """CvT: three stages, each a convolutional token embedding and blocks of convolutional
     attention; no position embedding (the convolutions see where each token is). Between stages
     the tokens are a feature map again, (B, D, H, W). The class token joins in the last stage;
@@ -178,14 +178,6 @@ class ConvolutionalVisionTransformer(Module):
         for stage in reversed(self.stages[:-1]):
             dz = stage.backward(to_tokens(dz))  # the next stage's map (B, D, r, r) -> tokens (B, r r, D)
         return dz
-
-    def forward(self, x):
-        y = self.pool.forward(self.forward_features(x))  # (B, D_3)
-        return self.head.forward(self.head_drop.forward(y))  # (B, classes)
-
-    def backward(self, dlogits):
-        dy = self.head_drop.backward(self.head.backward(dlogits))
-        return self.backward_features(self.pool.backward(dy))
 
 
 # CvT-13 and CvT-21 at 224 px (Wu et al., Table 2): widths 64, 192, 384 with 1, 3, 6 heads.

@@ -14,7 +14,7 @@ from ..nn import (
     reset_layers,
 )
 from .registry import register
-from .vit import TokenPool
+from .vit import PooledClassifier, TokenPool
 
 
 class SwinStage(Module):
@@ -57,7 +57,7 @@ class SwinStage(Module):
         return dout
 
 
-class SwinTransformer(Module):
+class SwinTransformer(PooledClassifier):
     """Swin: z_0 = LN(x_p E) on the (H/P, W/P) grid of P x P patches; four stages (S) of Swin
     blocks, each after the first halving the grid and doubling the width by patch merging;
     y = mean over tokens of LN(z_L); logits = y W_head + b_head.
@@ -160,14 +160,6 @@ class SwinTransformer(Module):
         for stage in reversed(self.layers):
             dz = stage.backward(dz)
         return self.patch_embed.backward(self.pos_drop.backward(dz))
-
-    def forward(self, x):
-        y = self.pool.forward(self.forward_features(x))  # (B, C_4)
-        return self.head.forward(self.head_drop.forward(y))  # (B, classes)
-
-    def backward(self, dlogits):
-        dy = self.head_drop.backward(self.head.backward(dlogits))
-        return self.backward_features(self.pool.backward(dy))
 
 
 # Swin-T, -S, -B with 4x4 patches and 7x7 windows at 224 px (Liu et al., Table 1).

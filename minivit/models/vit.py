@@ -47,6 +47,24 @@ class TokenPool(Module):
         return dz
 
 
+class PooledClassifier(Module):
+    """The end of a model whose final LayerNorm is on its tokens (Swin, CvT): logits =
+    head(Dropout(pool(features(x)))). A subclass gives ``forward_features`` / ``backward_features``
+    and the modules ``pool`` (a TokenPool), ``head_drop`` and ``head``.
+
+    Shapes: image -> tokens (B, N, D) -> (B, D) -> logits (B, classes). Backward: the head's, the
+    dropout's, the pool's, then back through the features.
+    """
+
+    def forward(self, x):
+        y = self.pool.forward(self.forward_features(x))  # (B, D)
+        return self.head.forward(self.head_drop.forward(y))  # (B, classes)
+
+    def backward(self, dlogits):
+        dy = self.head_drop.backward(self.head.backward(dlogits))
+        return self.backward_features(self.pool.backward(dy))
+
+
 class VisionTransformer(Module):
     """ViT: z_0 = [x_class; x_p E] + E_pos;  z_l = Block(z_{l-1}), l = 1..L;  y = LN(pool(z_L));
     logits = y W_head + b_head.
