@@ -1,7 +1,10 @@
 """Time Conv2d's forward and backward in minivit and in PyTorch, each in its own process, on the
 convolutions of CvT-13's first stage: the token embedding (3 -> 64 channels, kernel 7, stride 4,
 padding 2, on 224 x 224 images) and the block's three depthwise projections of the 56 x 56 x 64
-token grid (kernel 3, padding 1; stride 1 for q, 2 for k and v).
+token grid (kernel 3, padding 1; stride 1 for q, 2 for k and v). The projections are timed twice:
+on contiguous (B, C, H, W) arrays, and on the layout CvT hands them, a (B, C, H, W) view of
+(B, N, C) tokens (channels last in memory; PyTorch then picks its channels-last kernels). The
+stage row counts them as CvT runs them, on tokens.
 
     python benchmarks/bench_conv.py                    # 5 rounds, batch 16
     python benchmarks/bench_conv.py --rounds 3 --json benchmarks/conv_results.json
@@ -25,12 +28,14 @@ import sys
 import tempfile
 import time
 
-SHAPES = {  # name: (in, out, kernel, stride, padding, groups, bias, input height = width)
-    "embed 3->64 k7 s4 p2": (3, 64, 7, 4, 2, 1, True, 224),
-    "q: depthwise 64 k3 s1": (64, 64, 3, 1, 1, 64, False, 56),
-    "k, v: depthwise 64 k3 s2": (64, 64, 3, 2, 1, 64, False, 56),
+SHAPES = {  # name: (in, out, kernel, stride, padding, groups, bias, input height = width, tokens layout)
+    "embed 3->64 k7 s4 p2": (3, 64, 7, 4, 2, 1, True, 224, False),
+    "q: depthwise 64 k3 s1": (64, 64, 3, 1, 1, 64, False, 56, False),
+    "k, v: depthwise 64 k3 s2": (64, 64, 3, 2, 1, 64, False, 56, False),
+    "q: the same, on tokens": (64, 64, 3, 1, 1, 64, False, 56, True),
+    "k, v: the same, on tokens": (64, 64, 3, 2, 1, 64, False, 56, True),
 }
-STAGE = {"embed 3->64 k7 s4 p2": 1, "q: depthwise 64 k3 s1": 1, "k, v: depthwise 64 k3 s2": 2}  # per block
+STAGE = {"embed 3->64 k7 s4 p2": 1, "q: the same, on tokens": 1, "k, v: the same, on tokens": 2}  # per block
 
 
 def parse_args():
@@ -55,21 +60,29 @@ import numpy as np  # noqa: E402
 
 
 def inputs(shape_name, seed=0):
-    """The input, the weights and the upstream gradient of one shape, the same in both workers."""
-    cin, cout, k, s, p, groups, bias, size = SHAPES[shape_name]
+    """The input, the weights and the upstream gradient of one shape, the same in both workers.
+    On tokens, x and g are (B, C, H, W) views of (B, H W, C) arrays, as CvT's ``to_grid`` makes."""
+    cin, cout, k, s, p, groups, bias, size, tokens = SHAPES[shape_name]
     gen = np.random.default_rng(seed)
-    x = gen.standard_normal((ARGS.batch, cin, size, size), dtype=np.float32)
+    out = (size + 2 * p - k) // s + 1
+
+    def grid(channels, side):
+        if not tokens:
+            return gen.standard_normal((ARGS.batch, channels, side, side), dtype=np.float32)
+        z = gen.standard_normal((ARGS.batch, side * side, channels), dtype=np.float32)  # (B, N, C)
+        return z.reshape(ARGS.batch, side, side, channels).transpose(0, 3, 1, 2)  # (B, C, H, W), a view
+
+    x = grid(cin, size)
     w = (0.1 * gen.standard_normal((cout, cin // groups, k, k))).astype(np.float32)
     b = (0.1 * gen.standard_normal(cout)).astype(np.float32) if bias else None
-    out = (size + 2 * p - k) // s + 1
-    g = gen.standard_normal((ARGS.batch, cout, out, out), dtype=np.float32)
+    g = grid(cout, out)
     return x, w, b, g
 
 
 def minivit_call(shape_name):
     from minivit.nn import Conv2d
 
-    cin, cout, k, s, p, groups, bias, _ = SHAPES[shape_name]
+    cin, cout, k, s, p, groups, bias = SHAPES[shape_name][:7]
     x, w, b, g = inputs(shape_name)
     conv = Conv2d(cin, cout, k, s, p, groups=groups, bias=bias, dtype="float32")
     conv.weight.data[...] = w
@@ -87,8 +100,8 @@ def minivit_call(shape_name):
 def torch_call(shape_name):
     import torch
 
-    cin, cout, k, s, p, groups, bias, _ = SHAPES[shape_name]
-    x, w, b, g = inputs(shape_name)
+    cin, cout, k, s, p, groups, bias = SHAPES[shape_name][:7]
+    x, w, b, g = inputs(shape_name)  # on tokens: strided views, which torch.from_numpy keeps
     conv = torch.nn.Conv2d(cin, cout, k, s, p, groups=groups, bias=bias)
     with torch.no_grad():
         conv.weight.copy_(torch.from_numpy(w))
@@ -149,11 +162,11 @@ def main():
     print(f"Conv2d forward + backward, batch {ARGS.batch}, float32, each framework in its own process: "
           f"median of {ARGS.rounds} rounds (each the median of {ARGS.steps} calls); outputs agree to "
           f"{worst:.1e}")
-    print(f"{'shape':28s} {'minivit ms':>12s} {'min-max':>13s} {'PyTorch ms':>12s} {'min-max':>13s} "
+    print(f"{'shape':40s} {'minivit ms':>12s} {'min-max':>13s} {'PyTorch ms':>12s} {'min-max':>13s} "
           f"{'ratio':>6s}")
     table = {}
-    for name in list(SHAPES) + ["stage 1 (embed + q + k + v)"]:
-        per_round = {kind: [sum(STAGE[s] * t[s] for s in SHAPES) if name not in SHAPES else t[name]
+    for name in list(SHAPES) + ["stage 1 (embed + q + k + v, on tokens)"]:
+        per_round = {kind: [sum(STAGE[s] * t[s] for s in STAGE) if name not in SHAPES else t[name]
                             for t in runs] for kind, runs in rounds.items()}
         med = {kind: statistics.median(v) * 1e3 for kind, v in per_round.items()}
         spread = {kind: f"{min(v) * 1e3:.1f}-{max(v) * 1e3:.1f}" for kind, v in per_round.items()}
@@ -161,7 +174,7 @@ def main():
                        "ratio": med["minivit"] / med["torch"],
                        "minivit_rounds_ms": [t * 1e3 for t in per_round["minivit"]],
                        "torch_rounds_ms": [t * 1e3 for t in per_round["torch"]]}
-        print(f"{name:28s} {med['minivit']:12.1f} {spread['minivit']:>13s} {med['torch']:12.1f} "
+        print(f"{name:40s} {med['minivit']:12.1f} {spread['minivit']:>13s} {med['torch']:12.1f} "
               f"{spread['torch']:>13s} {med['minivit'] / med['torch']:6.2f}")
     if ARGS.json:
         import torch

@@ -151,10 +151,11 @@ def test_conv_benchmark_times_both_frameworks_on_cvt_stage_1_shapes(tmp_path):
     data = json.loads(out.read_text())
     assert data["info"]["max_relative_output_difference"] < 1e-4  # the same convolutions
     rows = data["results"]
+    stage = "stage 1 (embed + q + k + v, on tokens)"
     assert set(rows) == {"embed 3->64 k7 s4 p2", "q: depthwise 64 k3 s1", "k, v: depthwise 64 k3 s2",
-                         "stage 1 (embed + q + k + v)"}
-    parts = [rows[n]["minivit_ms"] for n in rows if not n.startswith("stage")]
-    stage = rows["stage 1 (embed + q + k + v)"]["minivit_ms"]
-    assert stage == pytest.approx(parts[0] + parts[1] + 2 * parts[2])  # k and v: the same shape twice
+                         "q: the same, on tokens", "k, v: the same, on tokens", stage}
+    parts = [rows[n]["minivit_ms"] for n in ("embed 3->64 k7 s4 p2", "q: the same, on tokens",
+                                            "k, v: the same, on tokens")]
+    assert rows[stage]["minivit_ms"] == pytest.approx(parts[0] + parts[1] + 2 * parts[2])  # k, v: twice
     for row in rows.values():
         assert row["ratio"] == pytest.approx(row["minivit_ms"] / row["torch_ms"]) and row["torch_ms"] > 0
