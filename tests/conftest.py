@@ -4,6 +4,11 @@ Arrays are made with ``backend.asarray`` and compared after ``backend.to_numpy``
 tests run on NumPy and (with MINIVIT_BACKEND=cupy) on CuPy.
 """
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -326,6 +331,21 @@ def _pool(pool, k):
 
 def case_ids(cases):
     return [c.id for c in cases]
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory):
+    """The docs site, built once (``mkdocs build --strict``) for every test that reads it."""
+    pytest.importorskip("mkdocs")
+    pytest.importorskip("latex2mathml")  # the site's build renders the equations with it
+    site = tmp_path_factory.mktemp("site")
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(root / "mkdocs.yml"),
+           "-d", str(site)]
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return site
 
 
 @pytest.fixture
