@@ -3,6 +3,8 @@
 CrossEntropyLoss for plain training; SoftDistillationLoss and HardDistillationLoss for DeiT
 (Touvron et al., 2021), whose backward returns the gradients of both student heads."""
 
+import math
+
 from . import backend
 from .nn.activation import log_softmax
 
@@ -57,6 +59,15 @@ class CrossEntropyLoss:
         self._saved = None
         xp = backend.xp_of(logp)
         return (xp.exp(logp) - q) * (dout / logp.shape[0])
+
+    def floor(self, num_classes):
+        """The least value the loss takes, reached where softmax(z) = q: the entropy of the target,
+        H(q) = -(1 - eps + eps/K) log(1 - eps + eps/K) - (K - 1)(eps/K) log(eps/K); 0 for eps = 0."""
+        eps, K = self.label_smoothing, num_classes
+        if eps == 0:
+            return 0.0
+        top = 1.0 - eps + eps / K
+        return float(-top * math.log(top) - (K - 1) * (eps / K) * math.log(eps / K))
 
     __call__ = forward
 

@@ -164,6 +164,14 @@ def make_loss(config):
     return HardDistillationLoss(config["alpha"], label_smoothing=ls)
 
 
+def loss_floor(config, num_classes):
+    """The least training loss of make_loss(config) for any logits: the floor label smoothing sets
+    (CrossEntropyLoss.floor), on the share of the loss that learns the true labels (1 - alpha with
+    a teacher; the distillation term can reach 0). With mixup the floor is not reached."""
+    share = 1.0 - config["alpha"] if config["teacher"] else 1.0
+    return share * CrossEntropyLoss(config["label_smoothing"]).floor(num_classes)
+
+
 class Objective:
     """The training loss of any student: L = lam L(y) + (1 - lam) L(y2), with L from make_loss.
 
@@ -222,10 +230,12 @@ def write_metrics(out, history):
     checkpoint.write_atomic(os.path.join(out, "metrics.csv"), lambda f: f.write(buf.getvalue().encode()))
 
 
-def write_curves(out, history):
+def write_curves(out, history, config, ds):
+    """curves.png: the run's loss and accuracy per epoch, with the floor of its training loss."""
     h = np.asarray(history).reshape(-1, len(COLUMNS))
     checkpoint.write_atomic(os.path.join(out, "curves.png"), lambda f: viz.plot_curves(
-        {c: h[:, i] for i, c in enumerate(COLUMNS)}, f))
+        {c: h[:, i] for i, c in enumerate(COLUMNS)}, f, loss_floor(config, ds.num_classes),
+        f"{config['model']} on {ds.name}"))
 
 
 def selection_key(row):
@@ -444,7 +454,7 @@ def train(config, out, resume=None, stop_after=None, quiet=False, overwrite=Fals
             checkpoint.save(os.path.join(out, "best.npz"), **state)
         write_metrics(out, history)
         if epoch % 25 == 0 or epoch == last:
-            write_curves(out, history)
+            write_curves(out, history, config, ds)
     if last < config["epochs"]:
         log(f"stopped after epoch {last}: validation accuracy {history[-1][4]:.2%}; "
             f"continue with --resume {os.path.join(out, 'last.npz')}")

@@ -100,3 +100,18 @@ def test_bad_input_is_a_value_error(logits, labels, message):
 def test_bad_label_smoothing(eps):
     with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\)"):
         CrossEntropyLoss(eps)
+
+
+def test_floor_is_the_entropy_of_the_target_reached_where_softmax_equals_it():
+    K, eps = 10, 0.1
+    loss = CrossEntropyLoss(eps)
+    floor = loss.floor(K)
+    assert floor == pytest.approx(0.5003, abs=1e-4)  # -0.91 log 0.91 - 9 (0.01 log 0.01)
+    labels = np.arange(K)
+    q = loss.targets(labels, K, np.float64, np)
+    assert float(loss.forward(np.log(q), labels)) == pytest.approx(floor, rel=1e-12)  # logits log q reach it
+    gen = np.random.default_rng(3)
+    for _ in range(20):  # nothing goes lower, however confident
+        logits = np.log(q) + gen.standard_normal((K, K)) * gen.choice([0.01, 1, 10])
+        assert float(loss.forward(logits, labels)) > floor
+    assert CrossEntropyLoss().floor(K) == 0.0

@@ -18,6 +18,7 @@ import pytest
 
 from minivit import checkpoint, create_model, train
 from minivit.__main__ import main
+from minivit.losses import CrossEntropyLoss
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = ["--dataset", "synthetic", "--quiet", "--batch-size", "32"]
@@ -381,3 +382,17 @@ def test_best_epoch_breaks_ties_by_validation_loss_then_by_the_earlier_epoch():
     assert train.best_epoch([]) is None
     assert train.best_epoch([row(1, 0.5, 0.8), row(2, 0.4, 0.9), row(3, 0.3, 0.9), row(4, 0.3, 0.9)]) == 3
     assert train.best_epoch([row(1, 0.1, 0.7), row(2, 0.9, 0.8)]) == 2
+
+
+def test_loss_floor_is_the_least_training_loss_label_smoothing_leaves():
+    """curves.png marks it: the loss of logits log q (and, with a soft teacher, its own logits)."""
+    K, labels = 10, np.arange(10)
+    config = dict(train.DEFAULTS, label_smoothing=0.1)
+    z = np.log(CrossEntropyLoss(0.1).targets(labels, K, np.float64, np))
+    floor = train.loss_floor(config, K)
+    assert floor > 0.5 and train.make_loss(config).forward(z, z, labels) == pytest.approx(floor, rel=1e-12)
+    soft = dict(config, teacher="teacher.npz", distill="soft", alpha=0.1)
+    z_teacher = np.random.default_rng(0).standard_normal((K, K))
+    reached = train.make_loss(soft).forward(z, z_teacher, labels, z_teacher)  # KL 0 at the teacher's
+    assert reached == pytest.approx(train.loss_floor(soft, K), rel=1e-12) == pytest.approx(0.9 * floor)
+    assert train.loss_floor(dict(config, label_smoothing=0.0), K) == 0.0

@@ -1,13 +1,17 @@
-"""Every tutorial chapter runs top to bottom as a plain script, writes the figures its docs page
-shows, passes its own gradient checks, and is a notebook in jupytext's "percent" format."""
+"""Every tutorial chapter runs top to bottom as a plain script, writes exactly the figures its
+``--help`` lists (among them those its docs page shows) at a legible resolution, passes its own
+gradient checks, and is a notebook in jupytext's "percent" format."""
 
+import functools
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
@@ -23,11 +27,23 @@ def docs_figures(chapter):
     return set(re.findall(r"\]\(figures/([\w.-]+\.png)\)", page.read_text()))
 
 
-def run_chapter(chapter, out):
+def run_chapter(chapter, *args, cwd=None):
     env = dict(os.environ, MPLBACKEND="Agg")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
-    return subprocess.run([sys.executable, str(TUTORIALS / chapter), "--out", str(out)], cwd=out, env=env,
+    return subprocess.run([sys.executable, str(TUTORIALS / chapter), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=900)
+
+
+@functools.lru_cache
+def chapter_help(chapter):
+    proc = run_chapter(chapter, "--help", cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def declared_figures(chapter):
+    """The figures the chapter's --help lists."""
+    return set(re.findall(r"^  (\d\d_\w+\.png) ", chapter_help(chapter), flags=re.M))
 
 
 def test_chapters_are_numbered_from_01_without_gaps_and_listed_in_order():
@@ -44,16 +60,14 @@ def test_chapters_are_numbered_from_01_without_gaps_and_listed_in_order():
 @pytest.mark.parametrize("chapter", [c if c in FAST else pytest.param(c, marks=pytest.mark.slow)
                                      for c in CHAPTERS])
 def test_chapter_runs_and_writes_its_figures(chapter, tmp_path):
-    proc = run_chapter(chapter, tmp_path)
+    proc = run_chapter(chapter, "--out", str(tmp_path), cwd=tmp_path)
     assert proc.returncode == 0, f"{chapter} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     written = {p.name for p in tmp_path.iterdir()}
-    expected = docs_figures(chapter)
-    assert expected, f"the docs page of {chapter} shows no figure"
-    assert expected <= written, f"{chapter} did not write {sorted(expected - written)}"
-    assert all(name.startswith(chapter[:3]) and name.endswith(".png") for name in written), written
-    for name in written:  # real PNG files, kept small for the docs
+    assert written == declared_figures(chapter), "what --help lists is what the chapter draws"
+    for name in written:  # real PNG files, legible and kept small for the docs
         data = (tmp_path / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and 1000 < len(data) < 200_000, (name, len(data))
+        assert min(Image.open(tmp_path / name).info["dpi"]) >= 119.5, name  # 120 dpi, kept as dots/metre
     if chapter[:2] in WITH_GRADCHECK:
         worst = re.findall(r"worst relative error: ([0-9.e+-]+)", proc.stdout)
         assert worst, f"{chapter} printed no gradient check result"
@@ -75,10 +89,40 @@ def test_chapter_is_a_percent_format_notebook(chapter):
     assert len(nb.cells) == len(markers)
 
 
-def test_default_figure_folder_is_next_to_the_chapters():
-    sys.path.insert(0, str(TUTORIALS))
-    try:
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_help_says_what_the_chapter_draws_and_where(chapter):
+    text = chapter_help(chapter)
+    title = re.search(r"^# # (.+)$", (TUTORIALS / chapter).read_text(), flags=re.M).group(1)
+    assert title in text and "--out" in text and "tutorials/figures/" in text
+    declared = declared_figures(chapter)
+    assert all(name.startswith(chapter[:3]) for name in declared), declared
+    shown = docs_figures(chapter)
+    assert shown, f"the docs page of {chapter} shows no figure"
+    assert shown <= declared, f"{chapter}'s --help does not list {sorted(shown - declared)}"
+
+
+@pytest.fixture
+def common(monkeypatch, tmp_path):
+    """tutorials/common.py, its command line parsed as ``--out tmp_path`` (the rest of the suite keeps
+    matplotlib's settings, which importing it changes)."""
+    monkeypatch.syspath_prepend(str(TUTORIALS))
+    monkeypatch.setattr(sys, "argv", ["chapter.py", "--out", str(tmp_path)])
+    with matplotlib.rc_context():
         import common
-    finally:
-        sys.path.remove(str(TUTORIALS))
+
+        yield common
+
+
+def test_default_figure_folder_is_next_to_the_chapters(common):
     assert Path(common.DEFAULT_DIR) == TUTORIALS / "figures"
+
+
+def test_save_writes_only_declared_figures_at_120_dpi(common, tmp_path):
+    args = common.chapter_args({"00_line": "a line"}, grids=dict(type=int, default=7))
+    assert args.out == str(tmp_path) and args.grids == 7
+    fig, ax = common.plt.subplots()
+    ax.plot([0, 1])
+    with pytest.raises(ValueError, match="declared"):
+        common.save(fig, "00_other")
+    path = common.save(fig, "00_line")
+    assert path == str(tmp_path / "00_line.png") and round(Image.open(path).info["dpi"][0]) >= 120

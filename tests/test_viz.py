@@ -1,11 +1,61 @@
-"""The figures show what their docstrings say: read back from the matplotlib artists they draw."""
+"""The figures show what their docstrings say: read back from the matplotlib artists they draw.
+And they can be read: titled, labelled, every heat map with its colour bar, colours that keep
+their order in grey, saved at a resolution that shows it."""
 
+import io
+
+import matplotlib
 import numpy as np
 import pytest
 from matplotlib.patches import Rectangle
+from PIL import Image
 
-from minivit import viz
+from minivit import create_model, viz
 from minivit.nn import Patchify
+
+
+def lightness(colours):
+    """Relative luminance of RGB(A) colours in [0, 1]: what a grey-scale print keeps of them."""
+    return np.asarray(colours)[..., :3] @ [0.2126, 0.7152, 0.0722]
+
+
+def heat_maps(fig):
+    """The images of values in ``fig``, not pictures: 2-D arrays drawn through a colour map that is
+    not grey."""
+    return [im for ax in fig.axes for im in ax.images
+            if im.get_array().ndim == 2 and im.get_cmap().name not in ("gray", "gray_r")]
+
+
+def assert_readable_heat_maps(fig):
+    """Every heat map is read off a colour bar of its own colour map and range, and that colour map's
+    lightness is monotonic, so the order of the values survives a grey-scale print."""
+    bars = [ax._colorbar for ax in fig.axes if hasattr(ax, "_colorbar")]
+    maps = heat_maps(fig)
+    assert maps
+    for im in maps:
+        scale = im.get_cmap().name, im.get_clim()
+        assert any((bar.mappable.get_cmap().name, bar.mappable.get_clim()) == scale for bar in bars), \
+            f"a {scale[0]} heat map without its colour bar"
+        steps = np.diff(lightness(im.get_cmap()(np.linspace(0, 1, 256))))
+        assert np.all(steps > 0) or np.all(steps < 0), f"{im.get_cmap().name} is not monotonic in grey"
+
+
+def test_style_lines_differ_in_grey_and_in_dash():
+    cycle = viz.STYLE["axes.prop_cycle"].by_key()
+    grey = lightness([matplotlib.colors.to_rgb(c) for c in cycle["color"]])
+    assert np.all(np.diff(grey) > 0.1)  # dark to light, apart
+    assert len(set(cycle["linestyle"])) == len(cycle["color"])
+
+
+def test_save_figure_writes_a_png_that_records_at_least_120_dpi(tmp_path):
+    fig = viz.plot_attention_distance(np.arange(6.0).reshape(2, 3))
+    buf = io.BytesIO()
+    viz.save_figure(fig, buf)
+    viz.save_figure(fig, tmp_path / "distance.png")
+    assert buf.getvalue() == (tmp_path / "distance.png").read_bytes()
+    image = Image.open(buf)
+    assert image.format == "PNG" and [round(d) for d in image.info["dpi"]] == [viz.DPI] * 2 and viz.DPI >= 120
+    assert image.size[0] > 0.8 * fig.get_size_inches()[0] * viz.DPI  # drawn at that resolution
 
 
 def test_confusion_matrix_counts_true_down_predicted_across():
@@ -13,13 +63,43 @@ def test_confusion_matrix_counts_true_down_predicted_across():
     assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
     fig = viz.plot_confusion(cm)
     assert sorted(t.get_text() for t in fig.axes[0].texts) == ["1", "1", "1", "1", "2"]  # no zeros
+    ax = fig.axes[0]
+    assert ax.get_title() and ax.get_xlabel() == "predicted class" and ax.get_ylabel() == "true class"
+    assert_readable_heat_maps(fig)
 
 
 def test_plot_curves_skips_absent_columns():
     history = {"epoch": [1, 2, 3], "train_loss": [3, 2, 1], "val_loss": [3, 2, 2], "train_acc": [0, 1, 1]}
     fig = viz.plot_curves(history)
     assert [len(ax.lines) for ax in fig.axes] == [2, 1]
-    assert fig.axes[1].lines[0].get_ydata().tolist() == [0, 1, 1]
+    assert fig.axes[1].lines[0].get_ydata().tolist() == [0, 100, 100]  # in percent
+
+
+def test_plot_curves_labels_its_axes_and_zooms_on_the_accuracy_that_differs():
+    train_acc = [0.1, 0.6, 0.9, 0.95, 0.97, 0.98, 0.99, 0.99]
+    val_acc = [0.1, 0.5, 0.85, 0.9, 0.93, 0.94, 0.95, 0.95]
+    history = {"epoch": np.arange(1, 9), "train_loss": np.linspace(2.3, 0.6, 8),
+               "val_loss": np.linspace(2.3, 0.3, 8), "train_acc": train_acc, "val_acc": val_acc}
+    fig = viz.plot_curves(history, title="vit_digits on digits")
+    loss_ax, acc_ax = fig.axes
+    assert loss_ax.get_xlabel() == acc_ax.get_xlabel() == "epoch"
+    assert "cross-entropy" in loss_ax.get_ylabel() and acc_ax.get_ylabel() == "accuracy (%)"
+    assert loss_ax.get_title() and acc_ax.get_title() and fig.get_suptitle() == "vit_digits on digits"
+    assert [line.get_label() for line in acc_ax.lines][:2] == ["training", "validation"]
+    np.testing.assert_allclose(acc_ax.lines[1].get_ydata(), 100 * np.array(val_acc))
+    low, high = acc_ax.get_ylim()
+    late = 100 * np.array(train_acc[2:] + val_acc[2:])  # the last three quarters of the run
+    assert 80 < low <= late.min() and late.max() <= high <= 100  # the 4-point gap fills the panel
+    assert "below" in acc_ax.get_legend().get_texts()[-1].get_text()  # the first epochs are off the bottom
+    assert not [line for line in loss_ax.lines if "floor" in line.get_label()]
+
+
+def test_plot_curves_draws_the_floor_label_smoothing_sets():
+    history = {"epoch": [1, 2, 3], "train_loss": [2.0, 1.0, 0.6], "train_acc": [0.3, 0.8, 0.9]}
+    fig = viz.plot_curves(history, loss_floor=0.5004)
+    (floor,) = [line for line in fig.axes[0].lines if "floor" in line.get_label()]
+    assert list(floor.get_ydata()) == [0.5004, 0.5004] and "0.500" in floor.get_label()
+    assert floor.get_label() in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
 
 
 def test_plot_patches_pulls_the_patches_apart_in_token_order(tmp_path):
@@ -56,6 +136,7 @@ def test_plot_attention_draws_each_map_on_the_patch_grid():
             assert shown.get_clim() == (maps[:, j].min(), maps[:, j].max())  # one scale per column
             assert len(axes[i, j + 1].collections) == 1  # the image's contour
     assert len(bars) == 3 and all(bar.get_xlabel() == "share" for bar in bars)  # a colour bar per map
+    assert_readable_heat_maps(fig)  # and every row's map is read off its column's
     assert np.array_equal(axes[1, 0].images[0].get_array(), images[1, 0])  # in [0, 1]: as it is
     stretched = viz.plot_attention(4 * images - 1, maps, grid_size=4).axes[0].images[0].get_array()
     lo, hi = images[0].min(), images[0].max()
@@ -92,6 +173,8 @@ def test_pos_embed_similarity_tiles_are_rows_of_the_similarity():
     assert fig.get_supylabel() == "input patch row" and fig.axes[9].get_ylabel() == "cosine similarity"
     for p in range(9):
         assert np.allclose(fig.axes[p].images[0].get_array(), (u @ u[p]).reshape(3, 3))
+    assert_readable_heat_maps(fig)
+    assert fig.axes[0].images[0].get_clim() == (-1, 1)  # signed: 0 is the middle of the colour bar
     with pytest.raises(ValueError, match="grid_size"):
         viz.plot_pos_embed_similarity(u @ u.T, grid_size=4)
 
@@ -100,7 +183,31 @@ def test_attention_distance_plots_every_head_of_every_block():
     dist = np.arange(12.0).reshape(4, 3)
     fig = viz.plot_attention_distance(dist, patch_size=2)
     ax = fig.axes[0]
-    assert len(ax.collections) == 3 and "pixels" in ax.get_ylabel()
+    assert len(ax.collections) == 3 and "pixels" in ax.get_ylabel() and ax.get_title()
+    assert len({c.get_paths()[0].vertices.tobytes() for c in ax.collections}) == 3  # a marker per head
     np.testing.assert_array_equal(ax.collections[1].get_offsets(), np.c_[np.arange(1, 5), dist[:, 1]])
     with pytest.raises(ValueError, match="depth, heads"):
         viz.plot_attention_distance(np.zeros(3))
+
+
+def test_signed_values_get_a_range_symmetric_about_zero():
+    settings = viz.signed(np.array([[-0.5, 2.0], [0.0, 1.0]]))
+    assert settings == dict(cmap=viz.SIGNED_CMAP, vmin=-2.0, vmax=2.0)
+    assert viz.signed(np.zeros(3))["vmax"] > 0  # all zero: still a range
+
+
+def test_vit_dataflow_shapes_come_from_the_model():
+    model = create_model("vit_digits", img_size=12, patch_size=3, in_chans=2, embed_dim=24, depth=3,
+                         num_heads=2, mlp_ratio=3.0, num_classes=7, class_token=True, pool="cls",
+                         pos_embed="learn")
+    fig = viz.plot_vit_dataflow(model)
+    text = "\n".join(t.get_text() for t in fig.axes[0].texts)
+    # 16 patches of 3 x 3 x 2 = 18 numbers, 17 tokens of D = 24, 2 heads of d = 12, MLP width 72, 7 classes
+    for shape in ["(B, 2, 12, 12)", "(B, 16, 18)", "(B, 16, 24)", "(B, 17, 24)", "q, k, v (B, 2, 17, 12)",
+                  "A (B, 2, 17, 17)", "hidden (B, 17, 72)", "(B, 24)", "(B, 7)"]:
+        assert shape in text, shape
+    assert "3 × block" in text and "learned" in text and "class token" in text and fig.axes[0].get_title()
+    mean = viz.plot_vit_dataflow(create_model("vit_digits"))  # no class token: no such stage, mean pooling
+    text = "\n".join(t.get_text() for t in mean.axes[0].texts)
+    assert "(B, 17," not in text and "x_{class}" not in text and "mean of the 16 patch tokens" in text
+    assert "fixed sin-cos" in text and "(B, 16, 64)" in text and "(B, 10)" in text

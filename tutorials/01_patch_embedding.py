@@ -22,14 +22,18 @@
 # %%
 import numpy as np
 import scipy.signal
-from common import figure_dir, plt, save
+from common import chapter_args, plt, save
 from sklearn.datasets import load_sample_image
 
 from minivit import viz
 from minivit.gradcheck import gradcheck
 from minivit.nn import PatchEmbed, Patchify
 
-out = figure_dir()
+chapter_args({
+    "01_patch_grid": "the photograph with its grid of 16 x 16 patches, and the 196 patches pulled apart",
+    "01_patch_sequence": "the patch sequence x_p as a 196 x 768 matrix of pixel values",
+    "01_embedding_channels": "four channels of x_p E + b on the 14 x 14 patch grid",
+})
 
 # %% [markdown]
 # ## A real photograph, in the layout minivit uses
@@ -66,7 +70,7 @@ assert np.array_equal(x_p[0, 14 * r + c], by_hand)
 print(f"patch ({r}, {c}) is row {14 * r + c} of x_p: identical to slicing it out by hand")
 
 # %%
-save(viz.plot_patches(x[0], P, highlight=(r, c)), out, "01_patch_grid")  # in red: the patch cut above
+save(viz.plot_patches(x[0], P, highlight=(r, c)), "01_patch_grid")  # in red: the patch cut above
 
 # %% [markdown]
 # Flattened, the image is a $196 \times 768$ matrix: one row per patch, one column per
@@ -74,12 +78,13 @@ save(viz.plot_patches(x[0], P, highlight=(r, c)), out, "01_patch_grid")  # in re
 # each patch.
 
 # %%
-fig, ax = plt.subplots(figsize=(8, 2.6))
-ax.imshow(x_p[0], aspect="auto", cmap="gray")
+fig, ax = plt.subplots(figsize=(8, 2.8), layout="constrained")
+im = ax.imshow(x_p[0], aspect="auto", cmap="gray", vmin=0, vmax=1)
+fig.colorbar(im, ax=ax, fraction=0.03, label="pixel value")
 ax.set_xlabel("P^2 C = 768 entries of a flattened patch (R | G | B)")
 ax.set_ylabel("patch n (N' = 196)")
 ax.set_title("x_p: the image as a sequence of flattened patches")
-save(fig, out, "01_patch_sequence")
+save(fig, "01_patch_sequence")
 
 # %% [markdown]
 # ## Projecting with $\mathbf{E}$
@@ -120,13 +125,14 @@ for d in range(32):
 print("channels 0..31 of x_p E + b equal a stride-16 convolution (scipy.signal.correlate)")
 
 # %%
-fig, axes = plt.subplots(1, 4, figsize=(10, 2.8))
+fig, axes = plt.subplots(1, 4, figsize=(11, 2.8), layout="constrained")
 for d, ax in enumerate(axes):
-    ax.imshow(z[0, :, d].reshape(14, 14), cmap="RdBu_r")
+    channel = z[0, :, d].reshape(14, 14)
+    fig.colorbar(ax.imshow(channel, **viz.signed(channel)), ax=ax, fraction=0.046)  # symmetric about 0
     ax.set_title(f"channel d = {d}")
     ax.axis("off")
 fig.suptitle("x_p E + b, channels 0-3, shown on the 14 x 14 patch grid (random E)")
-save(fig, out, "01_embedding_channels")
+save(fig, "01_embedding_channels")
 
 # %% [markdown]
 # ## Backward

@@ -19,13 +19,14 @@
 
 # %%
 import numpy as np
-from common import figure_dir, plt, save
+from common import chapter_args, plt, save
 from sklearn.datasets import load_sample_image
 
 from minivit.gradcheck import gradcheck
 from minivit.nn import LayerNorm, PatchEmbed
 
-out = figure_dir()
+chapter_args({"02_layernorm_histograms": "per-token mean and spread before and after LN, and the feature "
+                                          "histograms of two tokens"})
 
 # %% [markdown]
 # ## Tokens that need normalising
@@ -49,9 +50,9 @@ print(f"after:  per-token mean in [{normed.mean(1).min():+.1e}, {normed.mean(1).
 
 # %%
 sky, roof = 13, 14 * 9 + 2  # a patch of sky (top right) and one of roof
-fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), layout="constrained")
 axes[0].scatter(tokens.mean(1), tokens.std(1), s=8, label="before LN")
-axes[0].scatter(normed.mean(1), normed.std(1), s=8, label="after LN")
+axes[0].scatter(normed.mean(1), normed.std(1), s=8, marker="s", label="after LN")
 axes[0].set_xlabel("mean of a token's 768 features")
 axes[0].set_ylabel("std of a token's features")
 axes[0].set_title("196 tokens: mean and spread")
@@ -60,8 +61,10 @@ for ax, data, title in ((axes[1], tokens, "before LN"), (axes[2], normed, "after
     for n, name in ((sky, "sky patch"), (roof, "roof patch")):
         ax.hist(data[n], bins=40, alpha=0.6, label=name)
     ax.set_title(f"features of two tokens, {title}")
+    ax.set_xlabel("feature value")
+    ax.set_ylabel("features (of 768)")
     ax.legend()
-save(fig, out, "02_layernorm_histograms")
+save(fig, "02_layernorm_histograms")
 
 # %% [markdown]
 # LN removes exactly two things from a token: its offset and its scale. So it is blind to them:

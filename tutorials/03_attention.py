@@ -24,7 +24,8 @@
 
 # %%
 import numpy as np
-from common import figure_dir, plt, save
+from common import chapter_args, plt, save
+from matplotlib.colors import PowerNorm
 from sklearn.datasets import load_sample_image
 
 from minivit.gradcheck import gradcheck
@@ -37,7 +38,12 @@ from minivit.nn import (
     softmax_backward,
 )
 
-out = figure_dir()
+chapter_args({
+    "03_sqrt_d_scale": "score variance, largest probability and softmax Jacobian size against the head width "
+                       "d, with and without the 1/sqrt(d) scale",
+    "03_heads_on_photo": "four hand-made heads on the photograph: the attention of one query patch, and A v",
+    "03_attention_matrices": "the 196 x 196 attention matrices of the four heads",
+})
 rng = np.random.default_rng(0)
 np.set_printoptions(precision=3, suppress=True)
 
@@ -112,17 +118,20 @@ for dw in widths:
 rows = np.array(rows)
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-for col, ax, title in ((0, axes[0], "variance of the scores"), (1, axes[1], "largest attention probability"),
-                       (2, axes[2], "size of the softmax Jacobian |J|_F")):
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), layout="constrained")
+for col, ax, title, ylabel in ((0, axes[0], "variance of the scores", "var (log scale)"),
+                               (1, axes[1], "largest attention probability", "mean of max_j A_ij"),
+                               (2, axes[2], "size of the softmax Jacobian", "mean |J|_F")):
     ax.plot(widths, rows[:, col], "o-", label="q.k")
-    ax.plot(widths, rows[:, col + 3], "o-", label="q.k / sqrt(d)")
+    ax.plot(widths, rows[:, col + 3], "s--", label="q.k / sqrt(d)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("head width d")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
+    ax.grid(alpha=0.3)
     ax.legend()
 axes[0].set_yscale("log", base=2)
-save(fig, out, "03_sqrt_d_scale")
+save(fig, "03_sqrt_d_scale")
 
 # %% [markdown]
 # ## Splitting and merging heads
@@ -251,27 +260,29 @@ names = ["colour", "locality", "colour + locality", "colour, same row"]
 
 # %%
 query = 14 * 6 + 3  # a patch on the roof, grid row 6, column 3
-fig, axes = plt.subplots(2, 5, figsize=(13, 5.6))
+fig, axes = plt.subplots(2, 5, figsize=(12.5, 5), layout="constrained")
 axes[0, 0].imshow(photo)
 axes[0, 0].add_patch(plt.Rectangle((3 * 16 - 0.5, 6 * 16 - 0.5), 16, 16, fill=False, color="red", lw=2))
 axes[0, 0].set_title("query patch (red)")
 axes[1, 0].imshow(photo)
 axes[1, 0].set_title("input: the patches x_p")
 for j in range(4):
-    axes[0, j + 1].imshow(A4[j, query].reshape(14, 14), cmap="magma")
+    im = axes[0, j + 1].imshow(A4[j, query].reshape(14, 14), cmap="magma", vmin=0)
+    fig.colorbar(im, ax=axes[0, j + 1], fraction=0.046, label="attention weight")
     axes[0, j + 1].set_title(f"A, {names[j]}")
     out_img = mixed[0, j].reshape(14, 14, 3, 16, 16).transpose(0, 3, 1, 4, 2).reshape(224, 224, 3)
     axes[1, j + 1].imshow(np.clip(out_img, 0, 1))
     axes[1, j + 1].set_title(f"A v, {names[j]}")
 for ax in axes.ravel():
     ax.axis("off")
-save(fig, out, "03_heads_on_photo")
+save(fig, "03_heads_on_photo")
 
-fig, axes = plt.subplots(1, 4, figsize=(13, 3.5))
+fig, axes = plt.subplots(1, 4, figsize=(14, 3.8), layout="constrained")
 for j, ax in enumerate(axes):
-    ax.imshow(A4[j] ** 0.5, cmap="magma")  # square root: the small probabilities stay visible
+    im = ax.imshow(A4[j], cmap="magma", norm=PowerNorm(0.5, vmin=0, vmax=1))  # the small ones stay visible
     ax.set_title(f"head {j + 1}: {names[j]}")
     ax.set_xlabel("key patch j")
 axes[0].set_ylabel("query patch i")
-fig.suptitle("attention probabilities A (196 x 196) per head, shown as sqrt(A)")
-save(fig, out, "03_attention_matrices")
+fig.colorbar(im, ax=axes, fraction=0.02, label="attention probability A_ij")
+fig.suptitle("attention probabilities A (196 x 196) per head, on a square-root colour scale")
+save(fig, "03_attention_matrices")

@@ -23,14 +23,14 @@
 
 # %%
 import numpy as np
-from common import figure_dir, plt, save
+from common import chapter_args, plt, save
 from scipy.special import erf
 
 from minivit.gradcheck import gradcheck
 from minivit.kernels.erf import erf_f32
 from minivit.nn import GELU, MLP
 
-out = figure_dir()
+chapter_args({"04_gelu": "GELU against ReLU, their derivatives, and the error of the tanh approximation"})
 rng = np.random.default_rng(0)
 
 # %% [markdown]
@@ -69,23 +69,27 @@ print(f"max |GELU exact - tanh|             = {np.abs(y_exact - y_tanh).max():.2
 print(f"max |GELU' exact - GELU' tanh|      = {np.abs(dy_exact - dy_tanh).max():.2e}")
 print(f"min GELU(x) = {y_exact.min():.4f} at x = {x[np.argmin(y_exact)]:+.4f}")
 
-fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), layout="constrained")
 axes[0].plot(x, np.maximum(x, 0), "k:", label="ReLU")
 axes[0].plot(x, y_exact, label="GELU (erf)")
 axes[0].plot(x, y_tanh, "--", label="GELU (tanh)")
 axes[0].set_title("GELU(x) = x Phi(x)")
+axes[0].set_ylabel("activation f(x)")
 axes[1].plot(x, (x > 0).astype(float), "k:", label="ReLU")
 axes[1].plot(x, dy_exact, label="GELU (erf)")
 axes[1].plot(x, dy_tanh, "--", label="GELU (tanh)")
 axes[1].set_title("derivative")
+axes[1].set_ylabel("f'(x)")
 axes[2].semilogy(x, np.abs(y_exact - y_tanh) + 1e-18, label="|value error|")
 axes[2].semilogy(x, np.abs(dy_exact - dy_tanh) + 1e-18, label="|derivative error|")
 axes[2].set_ylim(1e-10, 1e-2)
 axes[2].set_title("tanh approximation: error")
+axes[2].set_ylabel("|exact - tanh| (log scale)")
 for ax in axes:
     ax.set_xlabel("x")
+    ax.grid(alpha=0.3)
     ax.legend()
-save(fig, out, "04_gelu")
+save(fig, "04_gelu")
 
 # %% [markdown]
 # The approximation is good to a few parts in $10^4$ — below float16's resolution but far above

@@ -25,13 +25,17 @@
 import time
 
 import numpy as np
-from common import figure_dir, plt, save
+from common import chapter_args, plt, save
 from sklearn.datasets import load_sample_image
 
 import minivit
+from minivit import viz
 from minivit.gradcheck import gradcheck
 
-out = figure_dir()
+chapter_args({
+    "05_vit_dataflow": "ViT-B/16's data flow: every stage and the shape it hands on, the block drawn out",
+    "05_vit_parameters": "where the parameters of ViT-B/16 live",
+})
 rng = np.random.default_rng(0)
 
 # %% [markdown]
@@ -66,6 +70,15 @@ logits = model.head.forward(y)
 print(f"logits = y W_head + b     {logits.shape}")
 assert np.allclose(logits, model.forward(x), atol=1e-5)
 print("stage by stage == model.forward")
+
+# %% [markdown]
+# The same path as a diagram, with the inside of a block drawn out: its two residual branches,
+# the queries, keys and values of its $h$ heads, and the MLP's hidden width. Every size in it is
+# read from the model (`minivit.viz.plot_vit_dataflow`), so it draws any ViT that `create_model`
+# builds.
+
+# %%
+save(viz.plot_vit_dataflow(model), "05_vit_dataflow")
 
 # %% [markdown]
 # ## One block, in its own equations
@@ -156,7 +169,7 @@ for name, p in model.named_parameters():
            "head" if name.startswith("head") else "LayerNorms")
     groups[key] += p.size
 assert sum(groups.values()) == counts["base"]
-fig, ax = plt.subplots(figsize=(7, 2.6))
+fig, ax = plt.subplots(figsize=(7, 2.6), layout="constrained")
 ax.barh(list(groups), [v / 1e6 for v in groups.values()])
 for i, v in enumerate(groups.values()):
     ax.text(v / 1e6 + 0.5, i, f"{v / 1e6:.2f}M", va="center")
@@ -164,7 +177,7 @@ ax.invert_yaxis()
 ax.set_xlim(0, 70)
 ax.set_xlabel("parameters (millions)")
 ax.set_title(f"ViT-B/16: {counts['base']:,} parameters")
-save(fig, out, "05_vit_parameters")
+save(fig, "05_vit_parameters")
 del model
 
 # %% [markdown]

@@ -32,14 +32,20 @@
 import time
 
 import numpy as np
-from common import figure_dir, plt, save
+from common import chapter_args, plt, save
 
 import minivit
 from minivit import data, viz
 from minivit.losses import CrossEntropyLoss
 from minivit.optim import AdamW, WarmupCosine, param_groups
 
-out = figure_dir()
+chapter_args({
+    "06_schedule": "the learning rate of every step: linear warmup, then cosine",
+    "06_curves": "loss and accuracy per epoch, training and validation",
+    "06_pos_embed_similarity": "cosine similarity of vit_digits' fixed sin-cos position codes",
+    "06_attention_maps": "where the trained model looks on eight test digits: each head of the last block, "
+                         "and the rollout",
+})
 EPOCHS, BATCH, LR, WARMUP = 40, 64, 2e-3, 2
 
 # %%
@@ -87,12 +93,12 @@ for g in groups:
 steps_per_epoch = -(-len(ds.y_train) // BATCH)  # ceil
 schedule = WarmupCosine(LR, EPOCHS * steps_per_epoch, WARMUP * steps_per_epoch)
 lrs = [schedule(t) for t in range(EPOCHS * steps_per_epoch)]
-fig, ax = plt.subplots(figsize=(6, 2.6))
+fig, ax = plt.subplots(figsize=(6, 2.6), layout="constrained")
 ax.plot(np.arange(len(lrs)) / steps_per_epoch, lrs)
 ax.set_xlabel("epoch")
 ax.set_ylabel("learning rate")
 ax.set_title(f"warmup {WARMUP} epochs, then cosine ({steps_per_epoch} steps per epoch)")
-save(fig, out, "06_schedule")
+save(fig, "06_schedule")
 
 # %% [markdown]
 # ## The loop
@@ -151,7 +157,8 @@ history, chosen, weights = fit(model, EPOCHS)
 print(f"{EPOCHS} epochs in {time.perf_counter() - t0:.1f} s: validation accuracy "
       f"{history['val_acc'][-1]:.2%} after the last epoch, best {history['val_acc'][chosen - 1]:.2%} "
       f"after epoch {chosen}")
-save(viz.plot_curves(history), out, "06_curves")
+save(viz.plot_curves(history, title=f"{model.model_name}, {EPOCHS} epochs, no label smoothing"),
+     "06_curves")
 
 # %% [markdown]
 # ## Choose on validation, test once
@@ -237,7 +244,7 @@ print("validation accuracy, epochs 1-6, vit_digits:              ", np.round(his
 
 # %%
 sim = minivit.pos_embed_similarity(model)  # (N', N')
-save(viz.plot_pos_embed_similarity(sim, grid_size=4), out, "06_pos_embed_similarity")
+save(viz.plot_pos_embed_similarity(sim, grid_size=4), "06_pos_embed_similarity")
 rows, cols = np.divmod(np.arange(16), 4)
 near = (np.abs(rows[:, None] - rows[None]) + np.abs(cols[:, None] - cols[None])) == 1
 print(f"mean cosine similarity of grid neighbours {sim[near].mean():+.2f}, "
@@ -269,4 +276,4 @@ titles = [f"last block, head {j + 1}" for j in range(heads)] + ["rollout, all bl
 labels = [f"{label} -> {guess}" for label, guess in zip(y_test, pred, strict=True)]
 fig = viz.plot_attention(ds.x_test[:8], maps, grid_size=4, titles=["label -> predicted"] + titles,
                          row_labels=labels, cmap="gray_r")  # the digits before normalisation
-save(fig, out, "06_attention_maps")
+save(fig, "06_attention_maps")

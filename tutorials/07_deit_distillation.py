@@ -25,16 +25,20 @@
 import time
 
 import numpy as np
-from common import figure_dir, plt, save
+from common import chapter_args, plt, save
 
 import minivit
-from minivit import data
+from minivit import data, viz
 from minivit.gradcheck import gradcheck
 from minivit.losses import CrossEntropyLoss, HardDistillationLoss, SoftDistillationLoss
 from minivit.nn import GELU, Linear, Sequential
 from minivit.optim import AdamW, WarmupCosine
 
-out = figure_dir()
+chapter_args({
+    "07_temperature": "a teacher's distribution over the ten digits at temperatures 1, 3 and 10",
+    "07_students": "validation accuracy per epoch of three students (no teacher, soft, hard) and the "
+                   "teacher's",
+})
 rng = np.random.default_rng(0)
 
 # %% [markdown]
@@ -96,14 +100,16 @@ deit.train()
 
 # %%
 z_T = np.array([[1.0, 6.0, 0.5, 0.0, 2.0, 0.2, 0.1, 7.0, 0.3, 2.5]])  # a teacher's logits for a 7
-fig, axes = plt.subplots(1, 3, figsize=(10, 2.4), sharey=True)
+fig, axes = plt.subplots(1, 3, figsize=(10, 2.8), sharey=True, layout="constrained")
 for ax, tau in zip(axes, (1.0, 3.0, 10.0), strict=True):
     p = np.exp(z_T[0] / tau - (z_T[0] / tau).max())
     ax.bar(range(10), p / p.sum())
     ax.set_title(f"tau = {tau:g}")
     ax.set_xticks(range(10))
-fig.suptitle("a teacher's softmax(z_T / tau) for a 7 that looks a little like a 1", y=1.05)
-save(fig, out, "07_temperature")
+    ax.set_xlabel("class c")
+axes[0].set_ylabel("probability")
+fig.suptitle("a teacher's softmax(z_T / tau) for a 7 that looks a little like a 1")
+save(fig, "07_temperature")
 
 z_cls, z_dist = rng.standard_normal((2, 4, 10))
 labels = np.array([7, 1, 3, 0])
@@ -247,15 +253,12 @@ for name, objective in (("no teacher", no_teacher), ("soft", distill(SoftDistill
           f"distillation head {results[name]['dist']:.2%}), agrees with the teacher on "
           f"{results[name]['agree']:.2%}   [{time.perf_counter() - t0:.1f} s]")
 
-fig, ax = plt.subplots(figsize=(6.5, 3.2))
-for name, r in results.items():
-    ax.plot(range(1, EPOCHS + 1), r["curve"], label=f"student, {name}")
-ax.axhline(teacher_val, color="k", ls=":", label="teacher (pixel MLP), last epoch")
-ax.set_xlabel("epoch")
-ax.set_ylabel("validation accuracy")
+fig, ax = plt.subplots(figsize=(6.5, 3.4), layout="constrained")
+curves = {"teacher (pixel MLP), last epoch": [teacher_val] * EPOCHS}
+curves.update((f"student, {name}", r["curve"]) for name, r in results.items())
+viz.plot_accuracy(ax, range(1, EPOCHS + 1), curves, label="validation accuracy (%)")
 ax.set_title("a small DeiT student on digits, one seed")
-ax.legend()
-save(fig, out, "07_students")
+save(fig, "07_students")
 
 # %% [markdown]
 # One short run and one seed per objective: differences of a point or two between the students

@@ -14,12 +14,11 @@
 # and looks at two photographs that ship with scikit-learn.
 
 # %%
-import argparse
 import os
 import tempfile
 
 import numpy as np
-from common import figure_dir, save
+from common import chapter_args, save
 from PIL import Image
 from sklearn.datasets import load_sample_image
 
@@ -27,10 +26,12 @@ import minivit
 from minivit import checkpoint, data, train, viz
 from minivit.preprocess import Preprocessor
 
-out = figure_dir()
-parser = argparse.ArgumentParser()
-parser.add_argument("--pretrained", metavar="DIR", help="a transformers folder to look inside instead")
-args, _ = parser.parse_known_args()
+args = chapter_args({
+    "08_rollout": "the images and the attention rollout of their class token",
+    "08_attention_distance": "the mean attention distance of every head, per block",
+    "08_pos_embed_similarity": "cosine similarity of the learned position embeddings",
+}, pretrained=dict(metavar="DIR", help="a transformers folder to look inside (default: train "
+                                        "vit_digits_cls)"))
 
 # %% [markdown]
 # ## A model, and the images it will look at
@@ -102,7 +103,7 @@ rollout = minivit.attention_rollout(model, x)  # (B, grid, grid)
 grid = model.patch_embed.grid_size
 fig = viz.plot_attention(x, rollout.reshape(len(x), 1, -1), grid, titles=["image", "rollout"],
                          row_labels=names, cmap="gray")
-save(fig, out, "08_rollout")
+save(fig, "08_rollout")
 
 # %% [markdown]
 # ## How far each head looks
@@ -116,7 +117,7 @@ save(fig, out, "08_rollout")
 
 # %%
 dist = minivit.mean_attention_distance(model, x)  # (depth, heads)
-save(viz.plot_attention_distance(dist, model.patch_embed.patch_size), out, "08_attention_distance")
+save(viz.plot_attention_distance(dist, model.patch_embed.patch_size), "08_attention_distance")
 for l, row in enumerate(dist, 1):
     print(f"block {l}: " + ", ".join(f"{d:.1f}" for d in row) + " pixels")
 
@@ -130,7 +131,7 @@ for l, row in enumerate(dist, 1):
 
 # %%
 sim = minivit.pos_embed_similarity(model)
-save(viz.plot_pos_embed_similarity(sim, grid), out, "08_pos_embed_similarity")
+save(viz.plot_pos_embed_similarity(sim, grid), "08_pos_embed_similarity")
 r, c = np.divmod(np.arange(grid * grid), grid)
 near = (np.abs(r[:, None] - r[None]) + np.abs(c[:, None] - c[None])) == 1
 far = (np.abs(r[:, None] - r[None]) + np.abs(c[:, None] - c[None])) >= grid

@@ -30,13 +30,12 @@
 # `PatchMerging` (all in `minivit.nn.window`), `SwinBlock`, and the model, `SwinTransformer`.
 
 # %%
-import argparse
-
 import numpy as np
-from common import DEFAULT_DIR, figure_dir, plt, save, time_forward_backward
+from common import chapter_args, plt, save, time_forward_backward
 from sklearn.datasets import load_sample_image
 
 import minivit
+from minivit import viz
 from minivit.nn import (
     MultiHeadSelfAttention,
     PatchMerging,
@@ -49,19 +48,17 @@ from minivit.nn import (
     window_partition,
 )
 
-parser = argparse.ArgumentParser(
-    description="Chapter 9, Swin: draws the regular and shifted windows on a photograph "
-                "(09_windows.png), the shifted-window masks (09_shift_mask.png), the relative position "
-                "bias (09_relative_position_bias.png), patch merging's four neighbours "
-                "(09_patch_merging.png), and the measured time of window against global attention "
-                "(09_cost.png), as PNG files in the --out folder.")
-parser.add_argument("--out", default=DEFAULT_DIR,
-                    help="folder for the PNG figures (default tutorials/figures)")
-parser.add_argument("--grids", type=int, nargs="+", default=[14, 28, 56, 112], metavar="G",
-                    help="token grids (G x G) to time attention on (default 14 28 56 112; global "
-                         "attention on 112 x 112 takes about 4 GB and several seconds)")
-args, _ = parser.parse_known_args()
-out = figure_dir()
+args = chapter_args({
+    "09_windows": "W-MSA's windows on a photograph, the shifted windows, and the rolled grid that "
+                  "computes them",
+    "09_shift_mask": "the regions of the rolled grid and the mask of each kind of window",
+    "09_relative_position_bias": "the relative position index, the table of one head, and the bias it "
+                                 "gathers into",
+    "09_patch_merging": "patch merging's four neighbours as four half-resolution images",
+    "09_cost": "measured time and counted multiply-adds of window and global attention as the grid grows",
+}, grids=dict(type=int, nargs="+", default=[14, 28, 56, 112], metavar="G",
+              help="token grids (G x G) to time attention on (default 14 28 56 112; global attention on "
+                   "112 x 112 takes about 4 GB and several seconds)"))
 rng = np.random.default_rng(0)
 
 # %% [markdown]
@@ -107,7 +104,7 @@ assert same
 # $y_{i,j} = x_{(i+s) \bmod H,\,(j+s) \bmod W}$ (`cyclic_shift`), and cut the rolled grid into the
 # regular 64 windows. The interior windows of the rolled grid are exactly the interior shifted
 # windows; the last row and column of windows are stitched together from pieces of opposite
-# edges (red: one window made of the photo's four corners; blue: one made of the right and left
+# edges (red: one window made of the photo's four corners; cyan: one made of the right and left
 # edge). The grid is rolled back by $+s$ after the attention.
 
 # %%
@@ -115,14 +112,15 @@ ids = np.arange((G // M) ** 2).reshape(G // M, G // M).repeat(M, 0).repeat(M, 1)
 ids_rolled = ids[None, :, :, None]  # the regular windows, on the rolled grid
 ids_shifted = cyclic_shift(ids_rolled, -s)  # the same windows, where their tokens came from
 rolled = cyclic_shift(tokens, s)  # (1, 56, 56, 48): what WindowAttention does before partitioning
-red, blue = (G // M) ** 2 - 1, G // M - 1  # the last window, the last window of the first row
+red, cyan = (G // M) ** 2 - 1, G // M - 1  # the last window, the last window of the first row
 
 
 def tint(ax, window_ids):
-    """Colour the tokens of windows ``red`` and ``blue`` on a (1, 56, 56, 1) map of window ids."""
+    """Colour the tokens of windows ``red`` and ``cyan`` on a (1, 56, 56, 1) map of window ids (a
+    dark tint and a light one: they differ in grey too)."""
     layer = np.zeros((G, G, 4))
-    layer[window_ids[0, :, :, 0] == red] = (1, 0, 0, 0.45)
-    layer[window_ids[0, :, :, 0] == blue] = (0, 0.3, 1, 0.45)
+    layer[window_ids[0, :, :, 0] == red] = (0.8, 0, 0, 0.55)
+    layer[window_ids[0, :, :, 0] == cyan] = (0, 1, 1, 0.55)
     ax.imshow(layer.repeat(P, 0).repeat(P, 1), interpolation="nearest")
 
 
@@ -132,9 +130,9 @@ for b in range(0, 225, M * P):
     axes[0].axhline(b - 0.5, color="white", lw=1.2)
     axes[0].axvline(b - 0.5, color="white", lw=1.2)
 for b in range(3 * 28, 4 * 28 + 1, P):  # the 7 x 7 patches of one window, in a thinner line
-    axes[0].plot([b - 0.5, b - 0.5], [55.5, 83.5], color="yellow", lw=0.5)
+    axes[0].plot([b - 0.5, b - 0.5], [55.5, 83.5], color="yellow", lw=0.5, ls="-")
 for b in range(2 * 28, 3 * 28 + 1, P):
-    axes[0].plot([83.5, 111.5], [b - 0.5, b - 0.5], color="yellow", lw=0.5)
+    axes[0].plot([83.5, 111.5], [b - 0.5, b - 0.5], color="yellow", lw=0.5, ls="-")
 axes[0].set_title(f"W-MSA: {(G // M) ** 2} windows of {M} x {M} patches\n(one window's patches in yellow)",
                   fontsize=10)
 axes[1].imshow(photo)
@@ -143,7 +141,7 @@ for b in range(s * P, 224, M * P):
     axes[1].axhline(b - 0.5, color="white", lw=1.2)
     axes[1].axvline(b - 0.5, color="white", lw=1.2)
 axes[1].set_title(f"SW-MSA: borders moved by s = {s} patches ({s * P} px)\n"
-                  "red, blue: two windows that wrap around", fontsize=10)
+                  "red, cyan: two windows that wrap around", fontsize=10)
 axes[2].imshow(to_image(rolled))
 tint(axes[2], ids_rolled)
 for b in range(0, 225, M * P):
@@ -155,7 +153,7 @@ for ax in axes:
     ax.set_ylim(223.5, -0.5)
     ax.set_xticks([])
     ax.set_yticks([])
-save(fig, out, "09_windows")
+save(fig, "09_windows")
 n_pieces = len(np.unique(ids_shifted))
 print(f"rolled grid: {window_partition(rolled, M).shape[0]} windows, the same {n_pieces} as the regular grid")
 
@@ -186,10 +184,11 @@ print(f"mask {mask.shape}, values {sorted(np.unique(mask))}; 0 exactly where two
 print("regions in each window:", [len(np.unique(r)) for r in lab])
 
 fig, axes = plt.subplots(1, 5, figsize=(17, 3.8), layout="constrained")
-axes[0].imshow(region, cmap="tab10", vmin=0, vmax=9)
+axes[0].imshow(region, cmap="viridis", vmin=0, vmax=8)  # the region's number is written in each token
 for i in range(H):
     for j in range(W):
-        axes[0].text(j, i, str(region[i, j]), ha="center", va="center", fontsize=7)
+        axes[0].text(j, i, str(region[i, j]), ha="center", va="center", fontsize=7,
+                     color="white" if region[i, j] < 5 else "black")
 for b in (Ms - 0.5,):
     axes[0].axhline(b, color="black", lw=2.5)
     axes[0].axvline(b, color="black", lw=2.5)
@@ -203,7 +202,7 @@ for w in range(4):
     axes[w + 1].set_xlabel("key token j")
 fig.colorbar(im, ax=axes[1:], fraction=0.02, ticks=[-100, 0], label="added to the score")
 axes[1].set_ylabel("query token i")
-save(fig, out, "09_shift_mask")
+save(fig, "09_shift_mask")
 
 # %% [markdown]
 # Does roll-mask-attend-roll back compute attention inside the shifted windows? Below, one
@@ -271,19 +270,19 @@ fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), layout="constrained")
 im = axes[0].imshow(index7, cmap="viridis", interpolation="nearest")
 fig.colorbar(im, ax=axes[0], fraction=0.046, label="index into the table")
 axes[0].set_title(f"relative_position_index({M})")
-im = axes[1].imshow(rpb.table.data[:, 0].reshape(2 * M - 1, 2 * M - 1), cmap="RdBu_r",
+im = axes[1].imshow(rpb.table.data[:, 0].reshape(2 * M - 1, 2 * M - 1), **viz.signed(rpb.table.data[:, 0]),
                     interpolation="nearest", extent=(-M + 0.5, M - 0.5, M - 0.5, -M + 0.5))
 fig.colorbar(im, ax=axes[1], fraction=0.046, label="bias")
 axes[1].set_title(f"the table of head 0, {2 * M - 1} x {2 * M - 1} offsets")
 axes[1].set_xlabel("column offset $c_i - c_j$")
 axes[1].set_ylabel("row offset $r_i - r_j$")
-im = axes[2].imshow(B[0], cmap="RdBu_r", interpolation="nearest")
+im = axes[2].imshow(B[0], **viz.signed(rpb.table.data[:, 0]), interpolation="nearest")  # the table's scale
 fig.colorbar(im, ax=axes[2], fraction=0.046, label="bias")
 axes[2].set_title(f"B of head 0 ({M * M} x {M * M}), gathered")
 for ax in (axes[0], axes[2]):
     ax.set_xlabel("key token j")
     ax.set_ylabel("query token i")
-save(fig, out, "09_relative_position_bias")
+save(fig, "09_relative_position_bias")
 
 # %% [markdown]
 # ## Patch merging
@@ -335,7 +334,7 @@ for n, name in enumerate(["x[0::2, 0::2]", "x[1::2, 0::2]", "x[0::2, 1::2]", "x[
 for ax in axes:
     ax.set_xticks([])
     ax.set_yticks([])
-save(fig, out, "09_patch_merging")
+save(fig, "09_patch_merging")
 
 # %% [markdown]
 # ## swin_tiny, stage by stage
@@ -420,7 +419,7 @@ rows = np.array(rows)
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
 ns = np.geomspace(rows[0, 0], rows[-1, 0], 50)
 axes[0].plot(rows[:, 0], rows[:, 1] * 1e3, "o-", label=f"W-MSA (WindowAttention, M = {M})")
-axes[0].plot(rows[:, 0], rows[:, 2] * 1e3, "s-", label="MSA (MultiHeadSelfAttention)")
+axes[0].plot(rows[:, 0], rows[:, 2] * 1e3, "s--", label="MSA (MultiHeadSelfAttention)")
 axes[0].set_ylabel("forward + backward time (ms)")
 axes[0].set_title(f"measured: C = {Ct}, {ht} heads, float32, one image")
 axes[1].plot(ns, omega_wmsa(ns, Ct, M) / 1e9, label="$\\Omega$(W-MSA) $= 4hwC^2 + 2M^2hwC$")
@@ -435,7 +434,7 @@ for ax in axes:
     ax.minorticks_off()
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-save(fig, out, "09_cost")
+save(fig, "09_cost")
 slope = np.diff(np.log(rows[:, 1:]), axis=0) / np.diff(np.log(rows[:, :1]), axis=0)
 for (n0, n1), (sw, sg) in zip(zip(rows[:-1, 0], rows[1:, 0], strict=True), slope, strict=True):
     print(f"slope from {int(n0)} to {int(n1)} tokens: W-MSA {sw:.2f}, MSA {sg:.2f}")

@@ -24,13 +24,12 @@
 # `cvt_digits`).
 
 # %%
-import argparse
-
 import numpy as np
-from common import DEFAULT_DIR, figure_dir, plt, save, time_forward_backward
+from common import chapter_args, plt, save, time_forward_backward
 from sklearn.datasets import load_sample_image
 
 import minivit
+from minivit import viz
 from minivit.gradcheck import gradcheck
 from minivit.nn import (
     BatchNorm2d,
@@ -45,18 +44,17 @@ from minivit.nn import (
     to_tokens,
 )
 
-parser = argparse.ArgumentParser(
-    description="Chapter 10, CvT: draws a convolution's windows and feature maps on a photograph "
-                "(10_im2col.png), BatchNorm's statistics in training and in eval mode (10_batchnorm.png), "
-                "the measured cost of attention with strided keys and values (10_projection_cost.png), and "
-                "what the convolutions know of position (10_positions.png), as PNG files in the --out "
-                "folder.")
-parser.add_argument("--out", default=DEFAULT_DIR,
-                    help="folder for the PNG figures (default tutorials/figures)")
-parser.add_argument("--grids", type=int, nargs="+", default=[14, 28, 56], metavar="G",
-                    help="token grids (G x G) to time attention on (default 14 28 56)")
-args, _ = parser.parse_known_args()
-out = figure_dir()
+args = chapter_args({
+    "10_im2col": "a convolution's overlapping windows on a photograph, three of its feature maps, and how "
+                 "many windows cover each pixel",
+    "10_batchnorm": "BatchNorm's running statistics over training steps, and one image's output in two "
+                    "batches",
+    "10_projection_cost": "measured time of convolutional attention with stride-1 and stride-2 keys and "
+                          "values",
+    "10_positions": "what the convolutions know of position: shuffled tokens through a ViT and a CvT "
+                    "block, and the embedding of a shifted image",
+}, grids=dict(type=int, nargs="+", default=[14, 28, 56], metavar="G",
+              help="token grids (G x G) to time attention on (default 14 28 56)"))
 rng = np.random.default_rng(0)
 
 # %% [markdown]
@@ -121,12 +119,15 @@ axes[0].imshow(photo)
 for n, (wi, wj) in enumerate([(10, 10), (10, 11), (11, 10), (11, 11)]):  # four neighbouring windows
     top, left = s * wi - p, s * wj - p
     axes[0].add_patch(plt.Rectangle((left - 0.5, top - 0.5), k, k, fill=False, lw=1.2,
-                                    color=["yellow", "cyan", "magenta", "white"][n]))
+                                    color=["yellow", "cyan", "magenta", "white"][n],
+                                    ls=["-", "--", ":", "-."][n]))  # apart in grey too
 axes[0].set_xlim(26, 58)
 axes[0].set_ylim(58, 26)
 axes[0].set_title(f"four neighbouring {k}x{k} windows,\nstride {s}: they overlap", fontsize=10)
+axes[0].set_xlabel("pixel column")
+axes[0].set_ylabel("pixel row")
 for n, name in enumerate(["vertical edges", "horizontal edges", "blur (mean)"]):
-    im = axes[n + 1].imshow(y[0, n], cmap="gray")
+    im = axes[n + 1].imshow(y[0, n], **(viz.signed(y[0, n]) if n < 2 else dict(cmap="gray")))  # edges: +-
     axes[n + 1].set_title(f"output channel {n}: {name}\n(56 x 56 tokens)", fontsize=10)
     fig.colorbar(im, ax=axes[n + 1], fraction=0.046)
 im = axes[4].imshow(ones[:20, :20], cmap="viridis", vmin=0, vmax=4)
@@ -137,7 +138,7 @@ axes[4].set_title("col2im of ones: how many windows\ncover each pixel (top-left 
 for ax in axes[1:]:
     ax.set_xticks([])
     ax.set_yticks([])
-save(fig, out, "10_im2col")
+save(fig, "10_im2col")
 
 # %% [markdown]
 # `Conv2d`'s backward, for the dense embedding and for the depthwise projections, is checked
@@ -210,10 +211,10 @@ axes[1].hist(alone.ravel(), bins=40, alpha=0.6, label="train mode, batch of 2")
 axes[1].hist(with_others.ravel(), bins=40, alpha=0.6, label="train mode, batch of 7")
 axes[1].hist(eval_a.ravel(), bins=40, histtype="step", color="black", label="eval mode, either batch")
 axes[1].set_xlabel("BN output of one image")
-axes[1].set_ylabel("values")
+axes[1].set_ylabel("values (count)")
 axes[1].set_title("one image: its output depends on its batch in training only")
 axes[1].legend(fontsize=8)
-save(fig, out, "10_batchnorm")
+save(fig, "10_batchnorm")
 
 # %% [markdown]
 # ## The convolutional projection, and why the keys are strided
@@ -251,7 +252,7 @@ rows = np.array(rows)
 
 fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
 ax.plot(rows[:, 0], rows[:, 1] * 1e3, "o-", label="ConvAttention, stride-1 keys and values")
-ax.plot(rows[:, 0], rows[:, 2] * 1e3, "s-", label="ConvAttention, stride-2 (CvT)")
+ax.plot(rows[:, 0], rows[:, 2] * 1e3, "s-.", label="ConvAttention, stride-2 (CvT)")
 ax.plot(rows[:, 0], rows[:, 3] * 1e3, "^--", label="MultiHeadSelfAttention (no convolutions)")
 ax.set_xscale("log")
 ax.set_yscale("log")
@@ -262,7 +263,7 @@ ax.set_ylabel("forward + backward time (ms)")
 ax.set_title(f"measured: D = {D}, {heads} head, float32, 4 images")
 ax.grid(alpha=0.3)
 ax.legend(fontsize=8)
-save(fig, out, "10_projection_cost")
+save(fig, "10_projection_cost")
 
 # %% [markdown]
 # ## What CvT gives up, and why it can: position embeddings
@@ -311,6 +312,7 @@ print(f"ConvEmbed(shifted image) - shifted(ConvEmbed(image)) away from the borde
 assert interior < 1e-12
 
 fig, axes = plt.subplots(1, 3, figsize=(13, 4), layout="constrained")
+fig.get_layout_engine().set(wspace=0.06)  # room between the colour bar's label and the next panel's
 shuffled_vit = vit_block.forward(z[:, perm])[0]
 axes[0].imshow(np.abs(shuffled_vit - vit_block.forward(z)[0, perm]), cmap="viridis", aspect="auto", vmin=0,
                vmax=max(cvt_moved, 1e-3))
@@ -318,7 +320,7 @@ axes[0].set_title("ViT block: |block(shuffled) - shuffled(block)|\nzero: it cann
 im = axes[1].imshow(np.abs(cvt_block.forward(z[:, perm])[0] - cvt_block.forward(z)[0, perm]), cmap="viridis",
                     aspect="auto", vmin=0, vmax=cvt_moved)
 axes[1].set_title("CvT block: the same difference\nthe convolutions see each token's neighbours")
-fig.colorbar(im, ax=axes[1], fraction=0.046, label="|difference|")
+fig.colorbar(im, ax=axes[1], fraction=0.046, label="|difference|, both panels")  # one scale
 for ax in axes[:2]:
     ax.set_xlabel("feature")
     ax.set_ylabel("token")
@@ -327,7 +329,7 @@ fig.colorbar(im, ax=axes[2], fraction=0.046, label="max |difference| over channe
 axes[2].set_title("CvT-13's embedding: shift the image by 4 px,\nthe tokens shift by 1 (but at the edges)")
 axes[2].set_xlabel("token column")
 axes[2].set_ylabel("token row")
-save(fig, out, "10_positions")
+save(fig, "10_positions")
 
 # %% [markdown]
 # ## CvT-13, stage by stage, and training one

@@ -1,14 +1,16 @@
-"""What every chapter shares: where its figures go, and a matplotlib that needs no screen.
+"""What every chapter shares: its command line, where its figures go, and a matplotlib that needs
+no screen and draws in minivit's one style (``minivit.viz.STYLE``).
 
-A chapter calls ``out = figure_dir()`` once and ``save(fig, out, "name")`` per figure. The
-directory is ``tutorials/figures/`` unless the command line says ``--out DIR``. Run as a
-script, matplotlib draws with the Agg backend (PNG files, no window); opened as a notebook it
-keeps the notebook's inline backend, so the figures also show under their cells (``save``
-shows the ones that minivit.viz makes without pyplot).
+A chapter calls ``args = chapter_args(FIGURES)`` once, naming every figure it draws with one line
+on what it shows, and ``save(fig, name)`` per figure. ``--help`` prints the chapter's title and
+that list; the figures go to ``tutorials/figures/`` unless the command line says ``--out DIR``,
+and ``save`` refuses a name the chapter did not declare, so the list cannot drift from what it
+draws. Run as a script, matplotlib draws with the Agg backend (PNG files, no window); opened as a
+notebook it keeps the notebook's inline backend, so the figures also show under their cells
+(``save`` shows the ones that minivit.viz makes without pyplot).
 """
 
 import argparse
-import io
 import os
 import sys
 import time
@@ -23,16 +25,44 @@ if "ipykernel" not in sys.modules:
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from minivit import viz  # noqa: E402
+
+matplotlib.rcParams.update(viz.STYLE)  # a script opts in to the style of minivit's figures too
+
 DEFAULT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures")
+_chapter = {}  # what chapter_args parsed: the folder and the declared figures
 
 
-def figure_dir():
-    """The folder for this run's figures (created): ``--out DIR``, else tutorials/figures."""
-    parser = argparse.ArgumentParser(description="Run a minivit tutorial chapter.")
-    parser.add_argument("--out", default=DEFAULT_DIR, help="folder for the PNG figures")
+def _title():
+    """The chapter's title, from the first markdown cell of the script being run."""
+    path = getattr(sys.modules["__main__"], "__file__", None)
+    if path and path.endswith(".py"):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("# # "):
+                    return line[4:].strip()
+    return "A minivit tutorial chapter"
+
+
+def chapter_args(figures, **options):
+    """Parse the chapter's command line: ``--out DIR``, the folder for its figures (created), and
+    ``options``, each a name and the keywords of its ``add_argument`` (``grids=dict(type=int)``
+    is ``--grids``). ``figures``: {name: what it shows}, every PNG the chapter writes."""
+    width = max(len(name) for name in figures) + 6
+    listing = "\n".join(f"  {name + '.png':{width}} {what}" for name, what in figures.items())
+    where = os.path.join(os.path.basename(os.path.dirname(DEFAULT_DIR)), "figures", "")  # tutorials/figures/
+    parser = argparse.ArgumentParser(
+        description=f"{_title()}\n\nRuns the chapter top to bottom and draws these figures, PNG files\n"
+                    f"in the --out folder (default {where}):\n\n{listing}",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=DEFAULT_DIR, metavar="DIR",
+                        help=f"folder for the figures (default {where})")
+    for name, keywords in options.items():
+        parser.add_argument("--" + name.replace("_", "-"), **keywords)
     args, _ = parser.parse_known_args()  # a notebook kernel passes arguments of its own
     os.makedirs(args.out, exist_ok=True)
-    return args.out
+    _chapter.update(out=args.out, figures=figures)
+    return args
 
 
 def time_forward_backward(layer, x, most=5, budget=2.0):
@@ -49,18 +79,14 @@ def time_forward_backward(layer, x, most=5, budget=2.0):
     return float(np.median(times)), len(times)
 
 
-def save(fig, out, name):
-    """Write ``fig`` as ``out/name.png`` and close it.
-
-    Kept small for the docs: 80 dpi, colours reduced to a 256-entry palette.
-    """
-    from PIL import Image
-
-    path = os.path.join(out, f"{name}.png")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    image = Image.open(buf).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT)
-    image.save(path, optimize=True)
+def save(fig, name):
+    """Write ``fig`` as ``name.png`` into the chapter's folder (``minivit.viz.save_figure``: the
+    PNG of every minivit figure) and close it. ``name`` must be one the chapter declared."""
+    if name not in _chapter.get("figures", ()):
+        raise ValueError(f"{name!r} is not among the figures the chapter declared in chapter_args: "
+                         f"{sorted(_chapter.get('figures', ()))}")
+    path = os.path.join(_chapter["out"], f"{name}.png")
+    viz.save_figure(fig, path)
     if "ipykernel" not in sys.modules:
         plt.close(fig)
     elif fig.canvas.manager is None:  # a minivit.viz figure, made without pyplot: show it here

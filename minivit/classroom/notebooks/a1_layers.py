@@ -32,8 +32,10 @@ except NameError:
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minivit import nn
+from minivit import nn, viz
 from minivit.classroom import check
+
+plt.rcParams.update(viz.STYLE)  # minivit's one figure style (minivit.viz)
 
 # %% [markdown]
 # ## 1. Linear: $\mathbf{y} = \mathbf{x} \mathbf{W} + \mathbf{b}$

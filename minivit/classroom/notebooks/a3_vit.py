@@ -28,8 +28,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.datasets import load_digits
 
-from minivit import nn
+from minivit import nn, viz
 from minivit.classroom import check
+
+plt.rcParams.update(viz.STYLE)  # minivit's one figure style (minivit.viz)
 
 # %% [markdown]
 # ## 1. Patches

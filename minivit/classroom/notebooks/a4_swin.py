@@ -22,8 +22,11 @@ except NameError:
 import matplotlib.pyplot as plt
 import numpy as np
 
+from minivit import viz
 from minivit.classroom import check
 from minivit.nn import window
+
+plt.rcParams.update(viz.STYLE)  # minivit's one figure style (minivit.viz)
 
 # %% [markdown]
 # ## 1. Windows

@@ -20,8 +20,11 @@ except NameError:
 import matplotlib.pyplot as plt
 import numpy as np
 
+from minivit import viz
 from minivit.classroom import check
 from minivit.losses import HardDistillationLoss, SoftDistillationLoss
+
+plt.rcParams.update(viz.STYLE)  # minivit's one figure style (minivit.viz)
 
 # %% [markdown]
 # ## 1. Soft distillation
