@@ -165,9 +165,10 @@ def make_loss(config):
 
 
 def loss_floor(config, num_classes):
-    """The least training loss of make_loss(config) for any logits: the floor label smoothing sets
+    """A floor under the training loss of make_loss(config): the one label smoothing sets
     (CrossEntropyLoss.floor), on the share of the loss that learns the true labels (1 - alpha with
-    a teacher; the distillation term can reach 0). With mixup the floor is not reached."""
+    a teacher; the distillation term alone can reach 0). A two-head student without mixup can
+    reach it; a one-head student under distillation, or mixup, keeps the loss above it."""
     share = 1.0 - config["alpha"] if config["teacher"] else 1.0
     return share * CrossEntropyLoss(config["label_smoothing"]).floor(num_classes)
 

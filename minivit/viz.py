@@ -86,19 +86,24 @@ def _epoch_lines(ax, epochs, curves, ylabel):
     ax.grid(alpha=0.3)
 
 
-def plot_accuracy(ax, epochs, curves, label="accuracy (%)"):
+def plot_accuracy(ax, epochs, curves, ylabel="accuracy (%)"):
     """Accuracy curves (``curves``: name -> fractions, one per epoch) on ``ax``, in percent, on the
     range of their last three quarters: the differences between them show, while the first
-    epochs, climbing from chance, may start below the axis (the legend says so)."""
+    epochs, climbing from chance, may start below the axis (the legend says so). Values that are
+    not finite (a NaN of an epoch not validated) are left out of the range."""
     percent = {name: 100 * np.asarray(values, dtype=np.float64) for name, values in curves.items()}
-    _epoch_lines(ax, epochs, percent, label)
-    late = np.concatenate([values[len(values) // 4:] for values in percent.values()])
-    pad = max(0.1 * np.ptp(late), 0.5)
-    low = max(late.min() - pad, 0)
-    ax.set_ylim(low, min(late.max() + pad, 100))
-    if min(values.min() for values in percent.values()) < low:  # said in the legend, which keeps clear
-        ax.plot([], [], ls="none", label=f"(first epochs: below {low:.0f}%)")
-    ax.legend()
+    _epoch_lines(ax, epochs, percent, ylabel)
+    every = np.concatenate([v for v in percent.values()] or [np.empty(0)])
+    late = np.concatenate([v[len(v) // 4:] for v in percent.values()] or [np.empty(0)])  # last 3/4
+    every, late = every[np.isfinite(every)], late[np.isfinite(late)]
+    if late.size:
+        pad = max(0.1 * np.ptp(late), 0.5)
+        low = max(late.min() - pad, 0)
+        ax.set_ylim(low, min(late.max() + pad, 100))
+        if every.min() < low:  # said in the legend, which keeps clear of the curves
+            ax.plot([], [], ls="none", label=f"(first epochs: below {low:.0f}%)")
+    if percent:
+        ax.legend()
 
 
 @_styled
@@ -106,9 +111,9 @@ def plot_curves(history, path=None, loss_floor=0.0, title=None):
     """Loss and accuracy per epoch, training and validation, from ``history`` (a dict: column name
     -> sequence: "epoch", "train_loss", "val_loss", "train_acc" and "val_acc", the accuracies as
     fractions; a column that is absent is skipped). The accuracy is in percent (``plot_accuracy``).
-    ``loss_floor`` > 0, the least training loss that label smoothing leaves
-    (``minivit.train.loss_floor``), is drawn as a dotted line: the training loss levels off there,
-    not at 0."""
+    ``loss_floor`` > 0, the floor label smoothing sets under the training loss
+    (``minivit.train.loss_floor``), is drawn as a dotted line: the training loss cannot go below
+    it, and without mixup levels off there, not at 0."""
     fig = Figure(figsize=(10, 3.8))
     loss_ax, acc_ax = fig.subplots(1, 2)
     epochs = np.asarray(history["epoch"])
@@ -122,7 +127,8 @@ def plot_curves(history, path=None, loss_floor=0.0, title=None):
         loss_ax.axhline(loss_floor, color="black", ls=":", lw=1,
                         label=f"training-loss floor of label smoothing, {loss_floor:.3f}")
     loss_ax.set_title("loss")
-    loss_ax.legend(loc="upper right")  # clear of the falling curves and of the floor
+    if loss_ax.get_legend_handles_labels()[0]:
+        loss_ax.legend(loc="upper right")  # clear of the falling curves and of the floor
     plot_accuracy(acc_ax, epochs, columns("acc"))
     acc_ax.set_title("accuracy")
     if title:
@@ -336,7 +342,8 @@ def plot_vit_dataflow(model, path=None):
     """The path of a batch of B images through ``model``, a ``VisionTransformer``: one box per stage
     with the shape of the array it hands on, and the block, repeated L times, drawn out beside it
     with its two residual branches. Every size comes from the model: its image, patch and token
-    counts, width D, depth L, heads h, MLP width and classes K."""
+    counts, width D, depth L, heads h, MLP width and classes K; its pooling (class token, mean of
+    the patch tokens, or DeiT's two heads on the class and distillation tokens)."""
     pe, blk = model.patch_embed, model.blocks[0]
     C, S, P, D, K = pe.in_chans, pe.img_size, pe.patch_size, model.embed_dim, model.num_classes
     n, k = pe.num_patches, model.num_prefix_tokens
@@ -348,11 +355,17 @@ def plot_vit_dataflow(model, path=None):
     if k:
         stages.append((r"prepend $\mathbf{x}_{class}$" + r", $\mathbf{x}_{dist}$" * (k == 2), tokens))
     learned = "learned" if model.pos_embed.parameters() else "fixed sin-cos"
-    pooled = r"class token $\mathbf{z}_L^0$" if model.pool.pool == "cls" else f"mean of the {n} patch tokens"
-    block = len(stages) + 1
+    if model.pool is None:  # DeiT's distilled model: a head on each of its first two tokens
+        tail = [(r"class, distillation tokens $\mathbf{z}_L^0, \mathbf{z}_L^1$", f"(B, 2, {D})"),
+                ("LayerNorm", f"(B, 2, {D})"), ("two heads, averaged: logits", f"(B, {K})")]
+    else:
+        cls = model.pool.pool == "cls"
+        pooled = r"class token $\mathbf{z}_L^0$" if cls else f"mean of the {n} patch tokens"
+        tail = [(pooled, f"(B, {D})"), (r"LayerNorm: $\mathbf{y}$", f"(B, {D})"),
+                (r"head $\mathbf{y}W + b$: logits", f"(B, {K})")]
+    block = len(stages) + 1  # the index of the block's box, drawn out on the right
     stages += [(rf"$+\ \mathbf{{E}}_{{pos}}$ ({learned}): $\mathbf{{z}}_0$", tokens),
-               (rf"{L} × block: $\mathbf{{z}}_L$", tokens), (pooled, f"(B, {D})"),
-               (r"LayerNorm: $\mathbf{y}$", f"(B, {D})"), (r"head $\mathbf{y}W + b$: logits", f"(B, {K})")]
+               (rf"{L} × block: $\mathbf{{z}}_L$", tokens)] + tail
     inside = [("LayerNorm", tokens),
               (f"attention: {h} heads of d = {D // h}", f"q, k, v (B, {h}, {N}, {D // h})"),
               (r"softmax$(qk^\top/\sqrt{d})\,v$, heads merged", f"A (B, {h}, {N}, {N}) → {tokens}"),
@@ -366,8 +379,10 @@ def plot_vit_dataflow(model, path=None):
     ax.axis("off")
     ax.set_title(f"{getattr(model, 'model_name', 'ViT')}: shapes for a batch of B images "
                  f"(N' = {n} patches, N = {N} tokens, D = {D})")
+    # the model's column centred at x = 2.2 (4.2 wide), the block's at x = 7.2 (3.9 wide) in a dashed
+    # frame from x = 5.05, its residual branches along x = 9.5; boxes are 0.68 high, one per row
     block_y = _column(ax, 2.2, 4.2, stages, rows - 1, shaded=block)[block]
-    top, bottom = rows - 0.15, -0.5  # the block drawn out, in a dashed frame
+    top, bottom = rows - 0.15, -0.5
     ax.add_patch(Rectangle((5.05, bottom), 4.75, top - bottom, facecolor="0.88", edgecolor="black", lw=0.8,
                            ls="--"))
     for corner, end in ((0.34, top), (-0.34, bottom)):

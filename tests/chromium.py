@@ -4,8 +4,9 @@ Chromium is started with ``--remote-debugging-pipe``: it reads JSON commands, ea
 byte, on its file descriptor 3 and writes replies and events on 4. ``Chromium`` opens one tab,
 attached as a flat session, and offers what the site tests need: open a page and wait for its
 ``load`` event (its images and styles loaded), evaluate JavaScript, take a screenshot, and the
-list of every URL the tab asked for. Host names other than 127.0.0.1 resolve to nothing: the
-browser has no network but the local server of the site.
+list of every URL the tab asked for. Host names other than 127.0.0.1 resolve to nothing; an
+address given as a number would still go out, which is why the site tests check every URL the
+tab asked for.
 """
 
 import base64
@@ -30,25 +31,37 @@ class Chromium:
     def __init__(self, executable, profile, width=1280, height=900):
         to_child, self._to_browser = os.pipe()  # the browser reads commands on its fd 3
         self._from_browser, from_child = os.pipe()  # and writes on its fd 4
-        # move the child's ends above 4, so that bash's 3<& and 4>& cannot overwrite them
-        to_child, from_child = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_child, from_child))
+        # the child's ends moved above 4, so that bash's 3<& and 4>& cannot overwrite them
+        ends = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_child, from_child)]
+        for fd in (to_child, from_child):
+            os.close(fd)
         flags = ["--headless=new", "--remote-debugging-pipe", f"--user-data-dir={profile}",
                  "--no-first-run", "--no-default-browser-check", "--disable-gpu", "--disable-extensions",
                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             flags.append("--no-sandbox")  # Chromium refuses to run as root with its sandbox
-        command = " ".join(map(shlex.quote, [executable, *flags])) + f" 3<&{to_child} 4>&{from_child}"
-        self._process = subprocess.Popen(["bash", "-c", f"exec {command}"], pass_fds=(to_child, from_child),
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for fd in (to_child, from_child):
-            os.close(fd)
+        command = " ".join(map(shlex.quote, [executable, *flags])) + f" 3<&{ends[0]} 4>&{ends[1]}"
+        try:
+            self._process = subprocess.Popen(["bash", "-c", f"exec {command}"], pass_fds=ends,
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError:
+            self._process = None
+            self.close()
+            raise
+        finally:
+            for fd in ends:  # only the browser holds its ends: its exit closes the pipe we read
+                os.close(fd)
         self._buffer, self._next_id, self.events = b"", 0, []
-        target = self.send("Target.createTarget", url="about:blank")["targetId"]
-        self._session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        for domain in ("Page", "Network", "Runtime"):
-            self.send(f"{domain}.enable", session=True)
-        self.send("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height,
-                  deviceScaleFactor=1, mobile=False)
+        try:
+            target = self.send("Target.createTarget", url="about:blank")["targetId"]
+            self._session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+            for domain in ("Page", "Network", "Runtime"):
+                self.send(f"{domain}.enable", session=True)
+            self.send("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height,
+                      deviceScaleFactor=1, mobile=False)
+        except BaseException:
+            self.close()
+            raise
 
     def _read(self, deadline):
         """The next message from the browser (a dict); TimeoutError after ``deadline``."""
@@ -115,14 +128,20 @@ class Chromium:
                 if event.get("method") == "Network.requestWillBeSent"]
 
     def close(self):
-        try:
-            self.send("Browser.close", timeout=5)
-        except (RuntimeError, TimeoutError, OSError):
-            pass
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        os.close(self._to_browser)
-        os.close(self._from_browser)
+        """Ask the browser to quit (kill it if it does not) and close the pipes."""
+        if self._process is not None:
+            try:
+                self.send("Browser.close", timeout=5)
+            except (RuntimeError, TimeoutError, OSError):
+                pass
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        for fd in (self._to_browser, self._from_browser):
+            try:
+                os.close(fd)
+            except OSError:  # closed already
+                pass

@@ -162,6 +162,7 @@ def test_the_front_page_leads_to_the_chapters_first(front):
     for later in ("python -m pytest -q", "python -m minivit train", "benchmarks"):
         assert text.index(later) > first_chapter, f"{front}: {later!r} comes before the chapters"
 
+
 @pytest.fixture(scope="module")
 def api(site):
     """{API page url: [(kind, anchor id, its html up to the next object)]} over the built API pages."""

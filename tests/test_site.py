@@ -1,15 +1,17 @@
 """The built site as a reader sees it: every page opened in a real headless Chromium with no
 network but the local server of the site. On every page no formula is left as raw TeX, every
 formula is laid out as mathematics (a fraction's numerator sits above its denominator) in the
-site's own math font, every
-figure loads, and nothing is fetched from anywhere else. A screenshot of one chapter page is
-written under the test's temporary folder for a person to look at.
+site's own math font, every figure loads, and nothing is fetched from anywhere else. A screenshot
+of one chapter page is written under the test's temporary folder for a person to look at.
 
-Skips where no Chromium is installed (Debian: ``apt-get install chromium``; CI installs it).
+Skips where no Chromium is installed (Debian: ``apt-get install chromium``; CI installs it). The
+build's translation of TeX to MathML (docs/hooks/mathml.py) is also checked on its own, where a
+browser would show a wrong result as plausible text: bold that MathML Core ignores, tables.
 """
 
 import functools
 import http.server
+import importlib.util
 import re
 import threading
 from pathlib import Path
@@ -48,6 +50,30 @@ READ_PAGE = r"""document.fonts.ready.then(() => {
 })"""
 
 
+@pytest.fixture(scope="module")
+def hook():
+    """docs/hooks/mathml.py, the mkdocs hook that renders the site's TeX."""
+    pytest.importorskip("latex2mathml")
+    spec = importlib.util.spec_from_file_location("mathml_hook", ROOT / "docs" / "hooks" / "mathml.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bold_becomes_the_unicode_bold_letters_that_mathml_core_shows(hook):
+    tex = r"\mathbf{1} + \mathbf{\gamma} + \boldsymbol{\mu} + \boldsymbol{\epsilon} + \mathbf{x}"
+    mathml = hook.to_mathml(tex, "inline")
+    assert "mathvariant" not in mathml  # MathML Core reads only mathvariant="normal"
+    for bold in ("\U0001d7cf", "\U0001d6c4", "\U0001d741", "\U0001d750", "&#x1D431;"):  # 1 gamma mu epsilon x
+        assert bold in mathml, bold
+
+
+def test_aligned_becomes_a_table_with_css_alignment(hook):
+    mathml = hook.to_mathml(r"\begin{aligned} a &= b \\ c &= d \end{aligned}", "block")
+    assert mathml.count("<mtr>") == 2 and mathml.count("<mtd") == 4 and "&" not in mathml.replace("&#x", "")
+    assert "columnalign" not in mathml and 'style="text-align: right"' in mathml
+
+
 class Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
@@ -59,12 +85,14 @@ def browser(site, tmp_path_factory):
     executable = find()
     if executable is None:
         pytest.skip("no Chromium installed (Debian: apt-get install chromium)")
+    chromium = Chromium(executable, tmp_path_factory.mktemp("chromium-profile"))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=site))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    chromium = Chromium(executable, tmp_path_factory.mktemp("chromium-profile"))
-    yield chromium, f"http://127.0.0.1:{server.server_port}"
-    chromium.close()
-    server.shutdown()
+    try:
+        yield chromium, f"http://127.0.0.1:{server.server_port}"
+    finally:
+        chromium.close()
+        server.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +115,8 @@ def test_every_page_shows_its_formulas_rendered_not_as_raw_tex(pages):
         assert page["not_math"] == 0, f"{path}: {page['not_math']} formulas not laid out as MathML"
         assert page["fractions_not_stacked"] == 0, f"{path}: fractions drawn on one line"
         assert page["math_font"] or not page["formulas"], f"{path}: the math font did not load"
+    requested = {url for page in pages.values() for url in page["requested"]}
+    assert any(url.endswith("/fonts/STIXTwoMath-Regular.ttf") for url in requested)  # the site's own font
     chapters = {path: page for path, page in pages.items() if re.match(r"\d\d_\w+/$", path)}
     assert len(chapters) == len(list((ROOT / "tutorials").glob("[0-9][0-9]_*.py")))
     assert all(page["formulas"] >= 5 for page in chapters.values())

@@ -103,8 +103,14 @@ def test_help_says_what_the_chapter_draws_and_where(chapter):
 
 @pytest.fixture
 def common(monkeypatch, tmp_path):
-    """tutorials/common.py, its command line parsed as ``--out tmp_path`` (the rest of the suite keeps
-    matplotlib's settings, which importing it changes)."""
+    """tutorials/common.py, imported afresh with its command line parsed as ``--out tmp_path``. Its
+    process tuning is left out (``tune_process`` changes malloc for the whole test process; see
+    tests/test_process.py), and the matplotlib settings it changes are restored afterwards (its
+    Agg backend is what the tests draw with anyway)."""
+    import minivit.kernels
+
+    monkeypatch.setattr(minivit.kernels, "tune_process", lambda: None)
+    monkeypatch.delitem(sys.modules, "common", raising=False)
     monkeypatch.syspath_prepend(str(TUTORIALS))
     monkeypatch.setattr(sys, "argv", ["chapter.py", "--out", str(tmp_path)])
     with matplotlib.rc_context():

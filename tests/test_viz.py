@@ -3,6 +3,7 @@ And they can be read: titled, labelled, every heat map with its colour bar, colo
 their order in grey, saved at a resolution that shows it."""
 
 import io
+import warnings
 
 import matplotlib
 import numpy as np
@@ -29,7 +30,7 @@ def heat_maps(fig):
 def assert_readable_heat_maps(fig):
     """Every heat map is read off a colour bar of its own colour map and range, and that colour map's
     lightness is monotonic, so the order of the values survives a grey-scale print."""
-    bars = [ax._colorbar for ax in fig.axes if hasattr(ax, "_colorbar")]
+    bars = [m.colorbar for ax in fig.axes for m in [*ax.images, *ax.collections] if m.colorbar is not None]
     maps = heat_maps(fig)
     assert maps
     for im in maps:
@@ -73,6 +74,20 @@ def test_plot_curves_skips_absent_columns():
     fig = viz.plot_curves(history)
     assert [len(ax.lines) for ax in fig.axes] == [2, 1]
     assert fig.axes[1].lines[0].get_ydata().tolist() == [0, 100, 100]  # in percent
+
+
+@pytest.mark.parametrize("history", [
+    {"epoch": [1, 2], "train_loss": [2.0, 1.0]},  # no accuracy at all
+    {"epoch": [1, 2, 3], "train_loss": [2, 1, 1], "train_acc": [0.2, 0.5, np.nan], "val_acc": [np.nan] * 3},
+    {"epoch": [], "train_loss": [], "train_acc": []},  # before the first epoch ends
+    {"epoch": [1], "train_acc": [0.5]},
+], ids=["no-accuracy", "nan", "empty", "one-epoch"])
+def test_plot_curves_draws_any_history_without_a_warning(history):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = viz.plot_curves(history)
+    low, high = fig.axes[1].get_ylim()
+    assert np.isfinite([low, high]).all() and low < high
 
 
 def test_plot_curves_labels_its_axes_and_zooms_on_the_accuracy_that_differs():
@@ -209,5 +224,10 @@ def test_vit_dataflow_shapes_come_from_the_model():
     assert "3 × block" in text and "learned" in text and "class token" in text and fig.axes[0].get_title()
     mean = viz.plot_vit_dataflow(create_model("vit_digits"))  # no class token: no such stage, mean pooling
     text = "\n".join(t.get_text() for t in mean.axes[0].texts)
-    assert "(B, 17," not in text and "x_{class}" not in text and "mean of the 16 patch tokens" in text
+    assert "(B, 17," not in text and "x}_{class}" not in text and "mean of the 16 patch tokens" in text
     assert "fixed sin-cos" in text and "(B, 16, 64)" in text and "(B, 10)" in text
+    distilled = create_model("deit_tiny_distilled_patch16_224", img_size=32, patch_size=16, embed_dim=12,
+                             depth=1, num_heads=2, num_classes=5)  # DeiT: two tokens, two heads
+    text = "\n".join(t.get_text() for t in viz.plot_vit_dataflow(distilled).axes[0].texts)
+    assert r"\mathbf{x}_{dist}" in text and "(B, 6, 12)" in text  # 4 patches, 2 tokens
+    assert "(B, 2, 12)" in text and "two heads" in text

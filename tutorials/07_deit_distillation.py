@@ -256,7 +256,7 @@ for name, objective in (("no teacher", no_teacher), ("soft", distill(SoftDistill
 fig, ax = plt.subplots(figsize=(6.5, 3.4), layout="constrained")
 curves = {"teacher (pixel MLP), last epoch": [teacher_val] * EPOCHS}
 curves.update((f"student, {name}", r["curve"]) for name, r in results.items())
-viz.plot_accuracy(ax, range(1, EPOCHS + 1), curves, label="validation accuracy (%)")
+viz.plot_accuracy(ax, range(1, EPOCHS + 1), curves, ylabel="validation accuracy (%)")
 ax.set_title("a small DeiT student on digits, one seed")
 save(fig, "07_students")
 

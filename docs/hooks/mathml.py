@@ -9,8 +9,9 @@ that MathML Core does not read are translated here:
 * ``aligned`` (a table inside a formula) is not known to it; its table of right- and left-aligned
   columns is the same as ``align*``'s, which it knows.
 * a cell's ``columnalign="right"`` becomes the CSS ``text-align: right`` that MathML Core reads.
-* ``mathvariant="bold-italic"`` (from ``\\boldsymbol``) becomes the Unicode bold italic letters,
-  as latex2mathml already does for ``\\mathbf``'s bold ones.
+* ``mathvariant="bold"`` and ``"bold-italic"`` (from ``\\mathbf{1}``, ``\\mathbf{\\gamma}``,
+  ``\\boldsymbol``) become Unicode's mathematical bold (italic) letters and digits, as
+  latex2mathml already writes ``\\mathbf{x}``.
 
 The math font the browser lays them out in, STIX Two Math, is copied into the site from the pinned
 ``ziamath`` package (its only use here; docs/stylesheets/math.css loads it).
@@ -23,23 +24,29 @@ import html
 import importlib.util
 import re
 import shutil
+import unicodedata
 from pathlib import Path
 
 from latex2mathml.converter import convert
 
 FORMULA = re.compile(r'<(span|div) class="arithmatex">(.*?)</\1>', re.S)
 INLINE = re.compile(r"\\\((.*?)\\\)")  # \( ... \) in a heading's text
+BOLD = re.compile(r'<(mi|mn) mathvariant="(bold|bold-italic)">(.*?)</\1>')  # not read by MathML Core
 DELIMITERS = {"span": (r"\(", r"\)", "inline"), "div": (r"\[", r"\]", "block")}
-BOLD_ITALIC = {  # first letter of each run -> the first of its Mathematical Bold Italic letters
-    "A": 0x1D468, "a": 0x1D482, "\u0391": 0x1D71C, "\u03b1": 0x1D736,
-}
 
 
-def bold_italic(char):
-    """The Unicode Mathematical Bold Italic form of a Latin or Greek letter (else the letter)."""
-    for first, start in BOLD_ITALIC.items():
-        if 0 <= ord(char) - ord(first) < (26 if first.isascii() else 25):
-            return chr(start + ord(char) - ord(first))
+def styled(char, variant):
+    """The Unicode mathematical letter or digit of ``char`` in ``variant`` ("bold", "bold-italic"),
+    found by its name (GREEK SMALL LETTER MU -> MATHEMATICAL BOLD ITALIC SMALL MU); a digit, which
+    has no bold italic, in bold; any other character unchanged."""
+    name = unicodedata.name(char, "")
+    for word in ("LATIN ", "GREEK ", "LETTER ", "LUNATE "):
+        name = name.replace(word, "")
+    for style in (variant.upper().replace("-", " "), "BOLD"):
+        try:
+            return unicodedata.lookup(f"MATHEMATICAL {style} {name}")
+        except KeyError:
+            pass
     return char
 
 
@@ -48,8 +55,8 @@ def to_mathml(tex, display):
     tex = tex.replace(r"\begin{aligned}", r"\begin{align*}").replace(r"\end{aligned}", r"\end{align*}")
     mathml = convert(tex, display=display)
     mathml = re.sub(r'columnalign="(left|right|center)"', r'style="text-align: \1"', mathml)
-    return re.sub(r'<mi mathvariant="bold-italic">(.*?)</mi>',
-                  lambda m: "<mi>" + "".join(map(bold_italic, html.unescape(m.group(1)))) + "</mi>", mathml)
+    return BOLD.sub(lambda m: f"<{m[1]}>{''.join(styled(c, m[2]) for c in html.unescape(m[3]))}</{m[1]}>",
+                    mathml)
 
 
 def on_page_content(content, page, **kwargs):
