@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch_vit import Block
 
 from minivit import backend
 
@@ -48,20 +49,6 @@ class Attention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(B, -1, self.dim))
 
 
-class Block(nn.Module):
-    def __init__(self, dim, heads, res, cls_token, mlp_ratio, sdpa):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, res, cls_token, sdpa)
-        self.norm2 = nn.LayerNorm(dim)
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-
-    def forward(self, x):
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
 class Stage(nn.Module):
     def __init__(self, in_chans, dim, res, depth, heads, k, s, p, cls_token, mlp_ratio, sdpa):
         super().__init__()
@@ -70,8 +57,8 @@ class Stage(nn.Module):
         self.res = (res + 2 * p - k) // s + 1
         # in a ParameterList, a module of its own, so that it comes after the embedding's parameters
         self.cls_token = nn.ParameterList([torch.zeros(1, 1, dim)]) if cls_token else None
-        self.blocks = nn.Sequential(*(Block(dim, heads, self.res, cls_token, mlp_ratio, sdpa)
-                                      for _ in range(depth)))
+        self.blocks = nn.Sequential(*(Block(dim, Attention(dim, heads, self.res, cls_token, sdpa), mlp_ratio,
+                                            eps=1e-5) for _ in range(depth)))
 
     def forward(self, x):
         z = self.embed_norm(self.embed(x).flatten(2).transpose(1, 2))  # (B, N, D)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch_vit import Block
 
 from minivit import backend
 from minivit.nn import relative_position_index, shift_window_mask
@@ -58,22 +59,6 @@ class WindowAttention(nn.Module):
         return o.reshape(B, N, C)
 
 
-class Block(nn.Module):
-    def __init__(self, dim, heads, res, M, shift, mlp_ratio, sdpa):
-        super().__init__()
-        if res <= M:
-            M, shift = res, 0
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, heads, res, M, shift, sdpa)
-        self.norm2 = nn.LayerNorm(dim)
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-
-    def forward(self, x):
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
 class Merge(nn.Module):
     def __init__(self, dim, res):
         super().__init__()
@@ -99,7 +84,9 @@ class TorchSwin(nn.Module):
                 layers.append(Merge(dim, res))
                 dim, res = 2 * dim, res // 2
             shifts = [0 if j % 2 == 0 else window_size // 2 for j in range(depth)]
-            layers += [Block(dim, heads, res, window_size, s, mlp_ratio, sdpa) for s in shifts]
+            M = min(window_size, res)  # a grid no larger than a window: one window, no shift
+            layers += [Block(dim, WindowAttention(dim, heads, res, M, s if res > window_size else 0, sdpa),
+                             mlp_ratio, eps=1e-5) for s in shifts]
         self.layers = nn.Sequential(*layers)
         self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, num_classes)
 

@@ -35,11 +35,14 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim, num_heads, mlp_ratio, sdpa):
+    """The pre-norm block around any attention module ``attn``: x + attn(LN(x)), then + MLP(LN(.)).
+    The Swin and CvT scripts use it too, with their attentions and LayerNorm's default eps."""
+
+    def __init__(self, dim, attn, mlp_ratio, eps=1e-6):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, sdpa)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = attn
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
@@ -56,7 +59,8 @@ class TorchViT(nn.Module):
         self.patch_embed = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, embed_dim))
-        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, sdpa) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(embed_dim, Attention(embed_dim, num_heads, sdpa), mlp_ratio)
+                                    for _ in range(depth))
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head = nn.Linear(embed_dim, num_classes)
 

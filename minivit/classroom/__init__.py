@@ -7,7 +7,8 @@
 * ``notebook``: percent-format scripts (chapters, assignments) as .ipynb.
 
 ``python -m minivit assignment list | build | grade`` is the command line; docs/teachers.md the
-guide. ``check(task)`` is what a student's notebook and public tests call.
+guide. ``check(task)`` is what a student's notebook and public tests call; ``start_notebook()``
+is the first call of each assignment's notebook.
 """
 
 import sys
@@ -16,7 +17,21 @@ import numpy as np
 
 from . import assignments
 
-__all__ = ["check"]
+__all__ = ["check", "start_notebook"]
+
+
+def start_notebook():
+    """Set up an assignment's notebook: under Jupyter, reload minivit's files whenever the student
+    edits them (IPython's autoreload); everywhere, pyplot draws in minivit's one figure style."""
+    import matplotlib.pyplot as plt
+
+    from .. import viz
+
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    if shell is not None:
+        shell.run_line_magic("load_ext", "autoreload")
+        shell.run_line_magic("autoreload", "2")
+    plt.rcParams.update(viz.STYLE)
 
 
 def check(task_id, seed=0):

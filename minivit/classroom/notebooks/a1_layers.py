@@ -24,18 +24,13 @@
 # | a1.softmax.forward, a1.softmax.backward | minivit/nn/activation.py | 2 + 3 |
 
 # %%
-try:  # in Jupyter: reload minivit's files when you edit them
-    get_ipython().run_line_magic("load_ext", "autoreload")
-    get_ipython().run_line_magic("autoreload", "2")
-except NameError:
-    pass
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minivit import nn, viz
-from minivit.classroom import check
+from minivit import nn
+from minivit.classroom import check, start_notebook
 
-plt.rcParams.update(viz.STYLE)  # minivit's one figure style (minivit.viz)
+start_notebook()  # in Jupyter: reload minivit's files when you edit them; minivit's figure style
 
 # %% [markdown]
 # ## 1. Linear: $\mathbf{y} = \mathbf{x} \mathbf{W} + \mathbf{b}$

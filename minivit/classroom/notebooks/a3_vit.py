@@ -16,11 +16,6 @@
 # has no code of its own: the grader trains `vit_digits` built from *your* layers.
 
 # %%
-try:  # in Jupyter: reload minivit's files when you edit them
-    get_ipython().run_line_magic("load_ext", "autoreload")
-    get_ipython().run_line_magic("autoreload", "2")
-except NameError:
-    pass
 import os
 import tempfile
 
@@ -28,10 +23,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.datasets import load_digits
 
-from minivit import nn, viz
-from minivit.classroom import check
+from minivit import nn
+from minivit.classroom import check, start_notebook
 
-plt.rcParams.update(viz.STYLE)  # minivit's one figure style (minivit.viz)
+start_notebook()  # in Jupyter: reload minivit's files when you edit them; minivit's figure style
 
 # %% [markdown]
 # ## 1. Patches

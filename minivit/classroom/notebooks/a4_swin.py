@@ -14,19 +14,13 @@
 # | a4.relative_bias.forward, .backward | minivit/nn/window.py (`RelativePositionBias`) | 2 + 3 |
 
 # %%
-try:  # in Jupyter: reload minivit's files when you edit them
-    get_ipython().run_line_magic("load_ext", "autoreload")
-    get_ipython().run_line_magic("autoreload", "2")
-except NameError:
-    pass
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minivit import viz
-from minivit.classroom import check
+from minivit.classroom import check, start_notebook
 from minivit.nn import window
 
-plt.rcParams.update(viz.STYLE)  # minivit's one figure style (minivit.viz)
+start_notebook()  # in Jupyter: reload minivit's files when you edit them; minivit's figure style
 
 # %% [markdown]
 # ## 1. Windows

@@ -12,19 +12,13 @@
 # | a5.combine.forward, a5.combine.backward | minivit/losses.py (`_DistillationLoss`) | 2 + 2 |
 
 # %%
-try:  # in Jupyter: reload minivit's files when you edit them
-    get_ipython().run_line_magic("load_ext", "autoreload")
-    get_ipython().run_line_magic("autoreload", "2")
-except NameError:
-    pass
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minivit import viz
-from minivit.classroom import check
+from minivit.classroom import check, start_notebook
 from minivit.losses import HardDistillationLoss, SoftDistillationLoss
 
-plt.rcParams.update(viz.STYLE)  # minivit's one figure style (minivit.viz)
+start_notebook()  # in Jupyter: reload minivit's files when you edit them; minivit's figure style
 
 # %% [markdown]
 # ## 1. Soft distillation
