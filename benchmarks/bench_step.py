@@ -174,7 +174,7 @@ else:
 import numpy as np  # noqa: E402
 
 import minivit  # noqa: E402
-from minivit import backend  # noqa: E402
+from minivit import backend, nn  # noqa: E402
 from minivit.losses import CrossEntropyLoss  # noqa: E402
 from minivit.models import ConvolutionalVisionTransformer, SwinTransformer, VisionTransformer  # noqa: E402
 from minivit.optim import AdamW  # noqa: E402
@@ -393,6 +393,10 @@ def memory_probe(kind, cfg_name):
     cfg = CONFIGS[cfg_name]
     setup(kind)
     import torch  # noqa: F401  (both probes load torch, so library pages count alike)
+
+    if kind != "torch" and DEVICE == "cpu":  # likewise Numba and minivit's compiled loops (kernels on)
+        conv = nn.Conv2d(4, 4, 3, padding=1, groups=4, dtype="float32")
+        conv.backward(conv.forward(np.ones((1, 4, 4, 4), dtype=np.float32)))
 
     init = minivit_model(cfg) if kind == "torch" else None  # the weights torch copies, built first
     if DEVICE == "cpu":

@@ -267,6 +267,10 @@ CASES = [
          (B, 5, 3, 3)),  # enough channels for the dense fast path
     Case("Conv2d-depthwise-nobias", lambda dt: nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False, dtype=dt),
          _x(B, 4, 5, 5), (B, 4, 5, 5)),
+    Case("Conv2d-depthwise-s2", lambda dt: nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4, dtype=dt),
+         _x(B, 4, 5, 6), (B, 4, 3, 3)),  # k and v's projection, with a bias, on an odd grid
+    Case("Conv2d-depthwise-wide-pad", lambda dt: nn.Conv2d(3, 3, 2, stride=3, padding=2, groups=3, bias=False,
+                                                          dtype=dt), _x(B, 3, 4, 5), (B, 3, 3, 3)),  # p >= k
     Case("Conv2d-groups2-patch", lambda dt: nn.Conv2d(4, 6, 2, stride=2, groups=2, init="fan_in", dtype=dt),
          _x(B, 4, 4, 6), (B, 6, 2, 3)),
     Case("BatchNorm2d-train", lambda dt: nn.BatchNorm2d(3, dtype=dt), _x(B, 3, 4, 5), (B, 3, 4, 5)),

@@ -5,6 +5,7 @@ threads."""
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -141,6 +142,26 @@ def test_a_subclass_that_overrides_backward_runs_its_own():
     g = np.ones((4, 2))
     np.testing.assert_allclose(layer.backward(g), 2.0 * g @ layer.weight.data.T, rtol=1e-15)
 
+
+
+def test_depthwise_convolution_without_numba_warns_once_and_runs_the_plain_body(monkeypatch):
+    from minivit.kernels import conv
+
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba now raises ImportError
+    monkeypatch.setattr(conv, "_compiled", {})
+    layer = nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4, dtype="float64", rng=0)
+    x = randn(np.random.default_rng(0), 2, 4, 6, 6)
+    with pytest.warns(UserWarning, match="Numba could not be imported"):
+        y = layer.forward(x)
+    assert conv._compiled == {"loops": None}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer.forward(x)  # no second warning
+    previous = kernels.use(False)
+    try:
+        np.testing.assert_array_equal(y, layer.forward(x))
+    finally:
+        kernels.use(previous)
 
 # ----------------------------------------------------------------------------- erf
 

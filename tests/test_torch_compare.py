@@ -457,7 +457,8 @@ def t_cvt(model):
 
 @pytest.mark.parametrize("cin,cout,k,s,p,g,bias", [(3, 4, 3, 2, 1, 1, True), (4, 4, 3, 1, 1, 4, False),
                                                    (4, 6, 2, 2, 0, 2, True), (2, 6, 7, 4, 2, 1, True),
-                                                   (6, 6, 3, 2, 1, 6, False)])
+                                                   (6, 6, 3, 2, 1, 6, False),
+                                                   (3, 3, 2, 3, 2, 3, True)])
 def test_conv2d(cin, cout, k, s, p, g, bias):
     m, gen = _setup(nn.Conv2d(cin, cout, k, s, p, groups=g, bias=bias, dtype="float64"))
     compare(m, [randn(gen, 2, cin, 9, 10)],

@@ -6,8 +6,8 @@ write. The fast versions of some of them live here, one module per concern:
 * ``threads``: elementwise work and stacks of small matmuls spread over the CPU threads;
 * ``erf``: a fast float32 error function, for the exact GELU;
 * ``layernorm``, ``gelu``, ``linear``, ``attention``, ``conv``: each layer's fast forward and
-  backward (threaded, fused, in place, with layouts chosen for the next step), registered for its
-  class;
+  backward (threaded, fused, in place, with layouts chosen for the next step; the depthwise
+  convolution's as its loops, compiled by Numba), registered for its class;
 * ``process``: process-wide tuning (OpenBLAS's idle threads, malloc), applied only when asked,
   by ``tune_process()``.
 

@@ -3,24 +3,29 @@
 Channels last, (B, H, W, C), because CvT's convolutions read and write tokens, which are laid out
 so: ``to_grid`` of tokens and ``to_tokens`` of these outputs are views, not copies.
 
-* Depthwise (groups = in = out channels: CvT's q, k, v projections): y[b, i, j, c] = sum over
-  the kernel offsets (u, v) of x_pad[b, s i + u, s j + v, c] W[c, u, v], one einsum over the
-  sliding k x k windows of the padded input, a strided view of it: no k^2-times larger im2col
-  copy and no stack of one-row matrix products. dW is the same sum of dy times the windows; dx
-  is the correlation of dy with the kernel turned by 180 degrees at stride 1, and at larger
-  strides dy W[:, u, v] added back where each offset's products came from. Each thread takes
-  whole images.
+* Depthwise (groups = in = out channels: CvT's q, k, v projections): the equation's loops, written
+  as a C programmer would (``depthwise_forward``, ``depthwise_backward``) and compiled by Numba,
+  each thread taking whole images. The channel loop is innermost, over contiguous values, so the
+  compiler vectorises it; window offsets that fall on the padding are skipped: no padded copy.
+  The backward walks the same windows: each hands dy W back to the pixels it read (dx) and adds
+  dy x to its offset's dW, kept per image and summed afterwards (no two threads write one
+  number). NumPy alone makes a pass over memory per offset or per einsum: on tokens, its best (an
+  einsum over the sliding windows of a padded copy) took 1.8x (stride 1) and 5.0x (stride 2)
+  PyTorch's time; these loops take 0.4x and 1.0-1.2x (docs/benchmarks.md). Without Numba, the
+  plain body runs.
 * Dense (groups = 1, from 16 input channels: CvT's second and third token embeddings): im2col
   with each output pixel's window as a row of k k C values (copied in runs of C contiguous
   values, image by image on the threads), then one large matrix product with W as a (k k C, O)
   matrix, whose result is already the tokens; dW and d(cols) are single products too, and
   col2im adds back image by image on the threads. On the first embedding, of RGB images, the
   runs would be 3 values long: the plain body's channels-first im2col is faster there.
-* Other group counts, a padding of the kernel's width or more, and CuPy arrays run the plain body.
+* Other group counts, a dense padding of the kernel's width or more, and CuPy arrays run the
+  plain body.
 """
 
+import warnings
+
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from .. import backend
 from ..nn.conv import Conv2d
@@ -28,16 +33,92 @@ from . import register
 from .linear import add_rows, sum_rows
 from .threads import parallel
 
+_compiled = {}  # "loops": the two loops below compiled by Numba, or None without it; set on first use
+
 
 def _takes(layer):
-    """Which fast path takes this convolution: "depthwise", "dense" (groups 1, at least 16 input
-    channels), or None (the plain body: other groups, padding of a kernel's width or more, CuPy, and
-    images of a few channels, whose channels-last runs are too short to copy fast: RGB)."""
-    if layer.padding >= layer.kernel_size or backend.is_cupy(layer.weight.data):
+    """Which fast path takes this convolution: "depthwise" (with Numba), "dense" (groups 1, at
+    least 16 input channels, padding under the kernel's width), or None (the plain body: other
+    groups, CuPy, and images of a few channels, whose channels-last runs are too short to copy
+    fast: RGB)."""
+    if backend.is_cupy(layer.weight.data):
         return None
     if layer.groups == layer.in_channels == layer.out_channels:
-        return "depthwise"
-    return "dense" if layer.groups == 1 and layer.in_channels >= 16 else None
+        return "depthwise" if _loops() else None
+    dense = layer.groups == 1 and layer.in_channels >= 16 and layer.padding < layer.kernel_size
+    return "dense" if dense else None
+
+
+def depthwise_forward(x, w, s, p, y):
+    """y[b, i, j, c] = sum_{u, v} x[b, s i + u - p, s j + v - p, c] w[u, v, c], offsets outside x
+    (the zero padding) skipped. x (B, H, W, C), w (k, k, C), y (B, H', W', C), written."""
+    B, H, W, C = x.shape
+    k, Ho, Wo = w.shape[0], y.shape[1], y.shape[2]
+    for b in range(B):
+        for i in range(Ho):
+            for j in range(Wo):
+                y[b, i, j, :] = 0
+                for u in range(k):
+                    r = s * i + u - p
+                    if 0 <= r < H:
+                        for v in range(k):
+                            q = s * j + v - p
+                            if 0 <= q < W:
+                                for c in range(C):
+                                    y[b, i, j, c] += x[b, r, q, c] * w[u, v, c]
+
+
+def depthwise_backward(x, w, dy, s, p, dx, dw):
+    """Each output's window hands its gradient back to the pixels it read: for r = s i + u - p and
+    q = s j + v - p inside x, dx[b, r, q, c] += dy[b, i, j, c] w[u, v, c] and dw[b, u, v, c] +=
+    dy[b, i, j, c] x[b, r, q, c]. x, dx (B, H, W, C), w (k, k, C), dy (B, H', W', C), dw (B, k, k, C):
+    each image's share of dW. dx and dw are overwritten, image by image (one image's dx stays in
+    the core's cache while its windows add to it)."""
+    B, H, W, C = x.shape
+    k, Ho, Wo = w.shape[0], dy.shape[1], dy.shape[2]
+    for b in range(B):
+        dx[b] = 0
+        dw[b] = 0
+        for i in range(Ho):
+            for j in range(Wo):
+                for u in range(k):
+                    r = s * i + u - p
+                    if 0 <= r < H:
+                        for v in range(k):
+                            q = s * j + v - p
+                            if 0 <= q < W:
+                                for c in range(C):
+                                    dx[b, r, q, c] += dy[b, i, j, c] * w[u, v, c]
+                                for c in range(C):
+                                    dw[b, u, v, c] += dy[b, i, j, c] * x[b, r, q, c]
+
+
+def _loops():
+    """(forward, backward): the two loops above compiled by Numba, machine code that releases the
+    interpreter lock so that the threads run it at once; None, with a warning, where Numba cannot
+    be imported. Compiled on first use per dtype, then cached on disk."""
+    if "loops" not in _compiled:
+        try:
+            import numba
+        except ImportError as e:
+            warnings.warn(f"Numba could not be imported ({e}): depthwise convolutions run the plain body, "
+                          f"several times slower")
+            _compiled["loops"] = None
+        else:
+            jit = numba.njit(nogil=True, cache=True)
+            _compiled["loops"] = jit(depthwise_forward), jit(depthwise_backward)
+    return _compiled["loops"]
+
+
+def _channels_last(a, dtype=None):
+    """a (B, C, H, W) -> (B, H, W, C), contiguous, of ``dtype`` (default a's): free for a view of
+    tokens, else a copy made on the threads."""
+    t, dtype = a.transpose(0, 2, 3, 1), dtype or a.dtype
+    if t.flags.c_contiguous and t.dtype == dtype:
+        return t
+    out = np.empty(t.shape, dtype=dtype)
+    parallel(np.copyto, out, t)
+    return out
 
 
 def _channels_last_padded(x, p):
@@ -53,21 +134,8 @@ def _shifted(a, u, v, s, Ho, Wo):
     return a[:, u:u + s * Ho:s, v:v + s * Wo:s]
 
 
-def _correlate(a, w, s, out):
-    """out[b, i, j, c] = sum_{u, v} a[b, s i + u, s j + v, c] w[u, v, c]: the depthwise correlation
-    as one einsum over the sliding k x k windows of ``a`` (a view: no im2col copy), image by image
-    on the threads. a (B, H, W, C), w (k, k, C), out (B, H', W', C)."""
-    k, (Ho, Wo) = w.shape[0], out.shape[1:3]
-
-    def images(a, out):
-        windows = sliding_window_view(a, (k, k), axis=(1, 2))[:, :s * Ho:s, :s * Wo:s]  # (b, H', W', C, k, k)
-        np.einsum("bhwcuv,uvc->bhwc", windows, w, out=out)
-
-    parallel(images, a, out)
-
-
 def _depthwise_kernel(weight):
-    """W (C, 1, k, k) as a contiguous (k, k, C) array (einsum is several times slower on a strided one)."""
+    """W (C, 1, k, k) as a contiguous (k, k, C) array: the channel loop innermost, over contiguous values."""
     return np.ascontiguousarray(weight[:, 0].transpose(1, 2, 0))
 
 
@@ -85,14 +153,16 @@ def forward(layer, x):
     k, s, p = layer.kernel_size, layer.stride, layer.padding
     B, C, H, W = x.shape
     Ho, Wo = layer.output_size(H), layer.output_size(W)
-    x_pad = _channels_last_padded(x, p)  # (B, H + 2p, W + 2p, C)
     if path == "depthwise":
+        x = _channels_last(x)  # (B, H, W, C)
+        w, loop = _depthwise_kernel(layer.weight.data), _loops()[0]
         y = np.empty((B, Ho, Wo, C), dtype=x.dtype)
-        _correlate(x_pad, _depthwise_kernel(layer.weight.data), s, y)
+        parallel(lambda x, y: loop(x, w, s, p, y), x, y)
         if layer.bias is not None:
             y += layer.bias.data
-        layer.save_for_backward(x_pad, x.shape)
+        layer.save_for_backward(x, None)
         return y.transpose(0, 3, 1, 2)  # (B, C, H', W'), a view: to_tokens of it is free
+    x_pad = _channels_last_padded(x, p)  # (B, H + 2p, W + 2p, C)
     cols = np.empty((B, Ho, Wo, k, k, C), dtype=x.dtype)  # im2col, a row per output pixel
 
     def im2col(x_pad, cols):
@@ -113,46 +183,19 @@ def backward(layer, dout):
     path = _takes(layer)
     if path is None:
         return Conv2d.backward.__wrapped__(layer, dout)
-    saved, (B, C, H, W) = layer.saved()
+    saved, shape = layer.saved()
     k, s, p = layer.kernel_size, layer.stride, layer.padding
     O, Ho, Wo = dout.shape[1:]
-    dy = np.ascontiguousarray(dout.transpose(0, 2, 3, 1), dtype=saved.dtype)  # (B, H', W', O): free
-    # from a view of tokens
+    dy = _channels_last(dout, saved.dtype)  # (B, H', W', O)
     if layer.bias is not None:
         layer.bias.grad += sum_rows(dy.reshape(-1, O))
     if path == "depthwise":
-        x_pad = saved
-        # dW[c, u, v] = sum over b, i, j of dy[b, i, j, c] x_pad[b, s i + u, s j + v, c]
-        dw = np.empty((B, k, k, C), dtype=dy.dtype)  # each image's share
-
-        def images(dy, x_pad, dw):
-            windows = sliding_window_view(x_pad, (k, k), axis=(1, 2))[:, :s * Ho:s, :s * Wo:s]
-            np.einsum("bhwc,bhwcuv->buvc", dy, windows, out=dw)
-
-        parallel(images, dy, x_pad, dw)
+        x, w, loop = saved, _depthwise_kernel(layer.weight.data), _loops()[1]
+        dx, dw = np.empty_like(x), np.empty((x.shape[0], k, k, O), dtype=x.dtype)  # dW per image
+        parallel(lambda x, dy, dx, dw: loop(x, w, dy, s, p, dx, dw), x, dy, dx, dw)
         layer.weight.grad += dw.sum(axis=0).transpose(2, 0, 1)[:, None]  # (C, 1, k, k)
-        # dx: dy[i, j] W[u, v] lands on pixel (s i + u - p, s j + v - p)
-        if s == 1:  # a correlation of dy, padded by k - 1 - p, with the kernel turned by 180 degrees
-            d = np.zeros((B, H + k - 1, W + k - 1, C), dtype=dy.dtype)
-            d[:, k - 1 - p:k - 1 - p + Ho, k - 1 - p:k - 1 - p + Wo] = dy
-            dx = np.empty((B, H, W, C), dtype=dy.dtype)
-            _correlate(d, _depthwise_kernel(layer.weight.data[:, :, ::-1, ::-1]), 1, dx)
-            return dx.transpose(0, 3, 1, 2)  # (B, C, H, W), a view
-        # strided: a correlation would run over the zeros between dy's entries; add each offset's
-        # products where they land instead (measured 1.6x faster at stride 2, 2x slower at stride 1)
-        w = _depthwise_kernel(layer.weight.data)
-        d_pad = np.zeros(x_pad.shape, dtype=dy.dtype)
-
-        def scatter(dy, d_pad):
-            tmp = np.empty(dy.shape, dtype=dy.dtype)
-            for u in range(k):
-                for v in range(k):
-                    np.multiply(dy, w[u, v], out=tmp)
-                    _shifted(d_pad, u, v, s, Ho, Wo)[...] += tmp
-
-        parallel(scatter, dy, d_pad, chunked=True)
-        return d_pad[:, p:p + H, p:p + W].transpose(0, 3, 1, 2)  # (B, C, H, W), a view
-    cols, dy = saved, dy.reshape(-1, O)  # (B H' W', k k C), (B H' W', O)
+        return dx.transpose(0, 3, 1, 2)  # (B, C, H, W), a view
+    (B, C, H, W), cols, dy = shape, saved, dy.reshape(-1, O)  # cols (B H' W', k k C), dy (B H' W', O)
     layer.weight.grad += (cols.T @ dy).reshape(k, k, C, O).transpose(3, 2, 0, 1)
     dcols = (dy @ _dense_kernel(layer.weight.data).T).reshape(B, Ho, Wo, k, k, C)
     d_pad = np.zeros((B, H + 2 * p, W + 2 * p, C), dtype=dy.dtype)
