@@ -143,7 +143,6 @@ def test_a_subclass_that_overrides_backward_runs_its_own():
     np.testing.assert_allclose(layer.backward(g), 2.0 * g @ layer.weight.data.T, rtol=1e-15)
 
 
-
 def test_depthwise_convolution_without_numba_warns_once_and_runs_the_plain_body(monkeypatch):
     from minivit.kernels import conv
 
@@ -162,6 +161,7 @@ def test_depthwise_convolution_without_numba_warns_once_and_runs_the_plain_body(
         np.testing.assert_array_equal(y, layer.forward(x))
     finally:
         kernels.use(previous)
+
 
 # ----------------------------------------------------------------------------- erf
 
